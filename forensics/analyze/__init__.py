@@ -1,0 +1,1 @@
+"""Offline analysis of snapshots: containers, merged views, change reports."""

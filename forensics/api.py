@@ -1,0 +1,194 @@
+"""The documented Python API: capture into a snapshot, and open one for analysis.
+
+The CLI calls only this module and ``render``. Capture joins a source, a
+storage layout and the writer; nothing here parses or prints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from forensics import __version__
+from forensics.capture.engine import Gathered, all_engines
+from forensics.capture.hash import hash_chunks, hash_file_path
+from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
+from forensics.capture.sources import Noted, Relink, Source, find_source
+from forensics.errors import MountTableError, SnapshotError, UsageError
+from forensics.model import CaptureError, Entry, MetadataFile, Mount, Provenance
+from forensics.overlay import rules
+from forensics.store.reader import Snapshot, SnapshotInfo, open_snapshot
+from forensics.store.writer import SnapshotWriter
+
+Progress = Callable[[int, int], None]
+
+__all__ = ["CollectResult", "collect", "info", "open_snapshot", "verify"]
+
+
+@dataclass(frozen=True)
+class CollectResult:
+    path: str
+    digest: str
+    file_blake3: str
+    provenance: Provenance
+    warnings: tuple[str, ...]
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _entry_flags(entry: Entry) -> tuple[int, int, str | None]:
+    private = rules.private_xattr_names(entry) if entry.xattrs else []
+    return (
+        int(rules.is_whiteout(entry)),
+        int(bool(entry.xattrs) and rules.is_opaque(entry)),
+        json.dumps(private) if private else None,
+    )
+
+
+def _refuse_inside_source(source: Source, output: str) -> None:
+    if source.kind != "directory":
+        return
+    src = Path(source.location).resolve()
+    out = Path(output).resolve().parent / Path(output).name
+    if out == src or src in out.parents:
+        raise UsageError(
+            f"the snapshot {output} would be written inside the source {source.location}; refusing."
+        )
+
+
+def _load_mounts(mounts_file: str | None, source: Source) -> tuple[list[Mount], str]:
+    if mounts_file is not None:
+        try:
+            with open(mounts_file, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise UsageError(f"cannot read mount table {mounts_file}: {exc.strerror}.") from None
+        return parse_mount_table(data, mounts_file), mounts_file
+    if source.kind == "directory":
+        try:
+            live = read_live_mountinfo()
+        except MountTableError:
+            return [], "none"
+        root = os.fsencode(os.path.realpath(source.location))
+        if mounts_referencing(live, root) and any(m.fs_type.startswith(("overlay", "fuse.")) for m in live):
+            return live, "/proc/self/mountinfo"
+    return [], "none"
+
+
+def collect(
+    source_path: str,
+    output: str,
+    *,
+    force: bool = False,
+    mounts_file: str | None = None,
+    progress: Progress | None = None,
+    threads: int | None = None,
+) -> CollectResult:
+    """Capture a data root (directory or tar archive) into a new snapshot file."""
+    source = find_source(source_path)
+    if threads is not None and hasattr(source, "threads"):
+        source.threads = threads  # type: ignore[attr-defined]
+    _refuse_inside_source(source, output)
+    mounts, mounts_origin = _load_mounts(mounts_file, source)
+    provenance = Provenance(
+        tool_version=__version__,
+        started_utc=_utc_now(),
+        source=source_path,
+        source_kind=source.kind,
+        layout="",
+        host=socket.gethostname(),
+        kernel=platform.release(),
+        options={"mounts": mounts_origin, "force": force},
+        capabilities=source.capabilities,
+    )
+    engines = all_engines()
+    items = source.items(engines, progress)
+    # Detection happens on the first item: no snapshot file is created for a source that is not a data root.
+    try:
+        first = next(items)
+    except StopIteration:
+        first = None
+    writer = SnapshotWriter(output, force=force, flags=_entry_flags)
+    provenance.layout = source.layout.name if source.layout else ""
+    provenance.data_root = source.data_root
+    gathered = Gathered()
+    try:
+        writer.begin(provenance)
+        stream = items if first is None else _chain_first(first, items)
+        for item in stream:
+            if isinstance(item, Entry):
+                writer.add_entry(item)
+                if item.path == b"/":
+                    gathered.layer_roots.add(item.layer_id)
+            elif isinstance(item, MetadataFile):
+                gathered.add_file(item)
+            elif isinstance(item, Noted):
+                gathered.add_noted(item)
+            elif isinstance(item, Relink):
+                writer.relink(item.layer_id, item.path, item.link_group)
+            elif isinstance(item, CaptureError):
+                writer.add_error(item)
+        writer.flush()
+        engine = next(e for e in engines if e.name == source.layout.name)  # type: ignore[union-attr]
+        discovered = engine.discover(gathered)
+        writer.add_metadata_files(MetadataFile(p, c) for p, c in sorted(gathered.files.items()))
+        writer.add_layers(discovered.layers, discovered.links)
+        writer.add_image_layers(discovered.image_layers)
+        writer.add_images(discovered.images)
+        writer.add_containers(discovered.containers)
+        writer.add_mounts(mounts)
+        provenance.finished_utc = _utc_now()
+        provenance.complete = True
+        provenance.bytes_read = source.bytes_read
+        digest = writer.finish(provenance, hash_chunks)
+    except BaseException:
+        provenance.finished_utc = None
+        provenance.bytes_read = source.bytes_read
+        writer.abort(provenance)
+        writer.close()
+        raise
+    writer.close()
+    return CollectResult(output, digest, hash_file_path(output), provenance, tuple(discovered.warnings))
+
+
+def _chain_first(first: object, rest: object):  # type: ignore[no-untyped-def]
+    yield first
+    yield from rest  # type: ignore[misc]
+
+
+def info(path: str) -> SnapshotInfo:
+    with open_snapshot(path) as snapshot:
+        return snapshot.info()
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    path: str
+    stored: str | None
+    recomputed: str
+    file_blake3: str
+
+    @property
+    def ok(self) -> bool:
+        return self.stored == self.recomputed
+
+
+def verify(path: str) -> VerifyResult:
+    """Recompute the records digest and compare it with the one stored at collection."""
+    with open_snapshot(path) as snapshot:
+        stored = snapshot.provenance.get("digest")
+        recomputed = hash_chunks(snapshot.recompute_records())
+    if stored is None:
+        raise SnapshotError(f"{path} has no stored digest: the capture did not finish.")
+    return VerifyResult(path, str(stored), recomputed, hash_file_path(path))
+
+
+__all__ += ["Snapshot", "VerifyResult"]

@@ -1,0 +1,1 @@
+"""Reading evidence: sources (directory, tar), storage layouts, hashing, mount tables."""

@@ -1,0 +1,90 @@
+"""Streaming BLAKE3 of file content: the only place that imports blake3."""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Iterable
+from typing import BinaryIO
+
+from blake3 import blake3
+
+# Files up to this size are read into one reused buffer with a single read();
+# larger ones are mapped, which lets BLAKE3 hash them without copying.
+SMALL_FILE_LIMIT = 1 << 20
+EMPTY_BLAKE3 = blake3(b"").hexdigest()
+
+
+class FdHasher:
+    """Hashes regular files from open descriptors, reusing one buffer per instance.
+
+    One instance per thread: the buffer is not shared.
+    """
+
+    __slots__ = ("_buffer", "_view", "bytes_read")
+
+    def __init__(self) -> None:
+        self._buffer = bytearray(SMALL_FILE_LIMIT + 1)
+        self._view = memoryview(self._buffer)
+        self.bytes_read = 0
+
+    def hash_fd(self, fd: int, size_hint: int) -> str:
+        """BLAKE3-256 hex of everything readable from *fd* (hint: the lstat size)."""
+        if size_hint == 0:
+            # A file may grow between lstat and read; one read tells.
+            count = os.readv(fd, [self._view[:1]])
+            if count == 0:
+                return EMPTY_BLAKE3
+            return self._hash_stream(fd, blake3(self._view[:count]), count)
+        if size_hint <= SMALL_FILE_LIMIT:
+            count = os.readv(fd, [self._view])
+            hasher = blake3(self._view[:count])
+            if count <= size_hint:
+                self.bytes_read += count
+                return hasher.hexdigest()
+            return self._hash_stream(fd, hasher, count)
+        try:
+            with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
+                hasher = blake3(max_threads=blake3.AUTO) if size_hint >= 64 << 20 else blake3()
+                hasher.update(mapped)
+                self.bytes_read += len(mapped)
+                # Anything appended after the map was made is read on.
+                os.lseek(fd, len(mapped), os.SEEK_SET)
+                return self._hash_stream(fd, hasher, 0)
+        except (ValueError, OSError):
+            os.lseek(fd, 0, os.SEEK_SET)
+            return self._hash_stream(fd, blake3(), 0)
+
+    def _hash_stream(self, fd: int, hasher: blake3, already: int) -> str:
+        self.bytes_read += already
+        while True:
+            count = os.readv(fd, [self._view])
+            if not count:
+                return hasher.hexdigest()
+            hasher.update(self._view[:count])
+            self.bytes_read += count
+
+
+def hash_stream(stream: BinaryIO) -> tuple[str, int]:
+    """BLAKE3 of a file object read to its end (tar members); returns (hex, bytes)."""
+    hasher = blake3()
+    total = 0
+    while chunk := stream.read(SMALL_FILE_LIMIT):
+        hasher.update(chunk)
+        total += len(chunk)
+    return hasher.hexdigest(), total
+
+
+def hash_chunks(chunks: Iterable[bytes]) -> str:
+    """BLAKE3 over a sequence of byte strings (the records digest)."""
+    hasher = blake3()
+    for chunk in chunks:
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def hash_file_path(path: str | bytes) -> str:
+    """BLAKE3 of a file we wrote ourselves (the snapshot), never of evidence."""
+    hasher = blake3()
+    hasher.update_mmap(path)
+    return hasher.hexdigest()

@@ -1,0 +1,1 @@
+"""The o2f command line (typer): thin commands over forensics.api."""

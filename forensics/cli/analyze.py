@@ -1,0 +1,1 @@
+"""Analysis commands (filled by the analyzer)."""

@@ -1,0 +1,54 @@
+"""Capture commands: collect."""
+
+from __future__ import annotations
+
+import typer
+
+from forensics import api
+from forensics.cli.app import app, examples_epilog, fail, progress_reporter, warn
+from forensics.errors import ExitCode
+
+PANEL = "Capture"
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog(
+        "o2f collect /var/lib/docker -o host.o2f",
+        "o2f collect samples/docker-sample.tar.gz -o sample.o2f --force",
+        "o2f collect /mnt/evidence/var/lib/docker -o case42.o2f --mounts seized-mountinfo.txt --quiet",
+    ),
+)
+def collect(
+    source: str = typer.Argument(
+        ..., help="Docker data root directory, or a tar archive of one (.tar, .tar.gz, .tar.xz, .tar.zst)."
+    ),
+    output: str = typer.Option(..., "-o", "--output", help="Snapshot file to create."),
+    mounts: str = typer.Option(
+        None, "--mounts", help="Saved mount table: /proc/self/mountinfo, /proc/mounts or `mount` output."
+    ),
+    force: bool = typer.Option(False, "--force", help="Replace an existing snapshot file."),
+    threads: int = typer.Option(None, "--threads", min=1, max=64, help="Hashing threads (default: 2)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+) -> None:
+    """Capture a data root and its mount table into one SQLite snapshot, read-only."""
+    try:
+        with progress_reporter(quiet, "collecting") as progress:
+            result = api.collect(
+                source, output, force=force, mounts_file=mounts, progress=progress, threads=threads
+            )
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; {output} is marked incomplete.", ExitCode.INTERRUPTED) from None
+    for message in result.warnings:
+        warn(message)
+    p = result.provenance
+    counts = p.counts
+    typer.echo(f"snapshot       {result.path}")
+    typer.echo(f"layout         {p.layout}  ({p.source_kind} {p.source})")
+    typer.echo(
+        f"captured       {counts.get('entries', 0)} entries in {counts.get('layers', 0)} layers, "
+        f"{counts.get('images', 0)} images, {counts.get('containers', 0)} containers, "
+        f"{counts.get('mounts', 0)} mounts, {counts.get('errors', 0)} errors"
+    )
+    typer.echo(f"records digest {result.digest}")
+    typer.echo(f"file blake3    {result.file_blake3}")

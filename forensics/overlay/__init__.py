@@ -1,0 +1,1 @@
+"""Overlay semantics as pure functions over records: no I/O here."""

@@ -1,0 +1,1 @@
+"""Records into bytes: table, json, jsonl, csv, bodyfile, docker."""

@@ -1,0 +1,85 @@
+"""Shared output helpers: JSON values, CSV cells, path fields and rich tables.
+
+Every format shows paths by the same rules: ``path`` is the display form
+(valid UTF-8 as is, invalid bytes as ``\\xHH``) and, where that is not the
+plain UTF-8 decoding, ``path_bytes`` carries the raw bytes in base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from forensics.model import display_path, is_valid_utf8
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def path_fields(raw: bytes, key: str = "path") -> dict[str, str]:
+    """``{"path": display}`` plus ``{"path_bytes": base64}`` when the name is not valid UTF-8."""
+    out = {key: display_path(raw)}
+    if not is_valid_utf8(raw):
+        out[key + "_bytes"] = base64.b64encode(raw).decode("ascii")
+    return out
+
+
+def to_json(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, indent=2, sort_keys=False, default=_default)
+
+
+def to_jsonl(records: Iterable[Mapping[str, Any]]) -> str:
+    return "".join(json.dumps(r, ensure_ascii=False, default=_default) + "\n" for r in records)
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
+    else:
+        text = str(value)
+    if text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def to_csv(columns: Sequence[str], records: Iterable[Mapping[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for record in records:
+        writer.writerow([csv_cell(record.get(c)) for c in columns])
+    return buffer.getvalue()
+
+
+def rich_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> Table:
+    table = Table(title=title, show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    return table
+
+
+def render_table(table: Table) -> str:
+    """A rich table as text: coloured on a terminal, plain when piped (the data is the same)."""
+    console = Console(width=max(100, Console().width), record=False)
+    with console.capture() as capture:
+        console.print(table)
+    return capture.get()

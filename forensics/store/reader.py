@@ -1,0 +1,338 @@
+"""Opening snapshots read-only and turning rows back into model records.
+
+The only module with SELECTs. It refuses files that are not snapshots, are
+truncated, or carry a schema version it does not know, in one sentence each.
+Evidence snapshots are opened with ``mode=ro&immutable=1``: nothing (not even a
+journal) is ever written next to them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import quote
+
+from forensics.errors import SnapshotError
+from forensics.model import (
+    Container,
+    Entry,
+    Image,
+    ImageLayer,
+    Kind,
+    Layer,
+    LayerRole,
+    Mount,
+    path_from_text,
+)
+from forensics.store import schema
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
+    """Every record of every table, in a canonical order and an unambiguous encoding.
+
+    The snapshot's own digest column is left out (it holds the result). SQLite's
+    ``quote()`` renders NULL, integers, text and BLOBs without ambiguity.
+    """
+    for table in schema.TABLES:
+        columns = [c for c in table.column_names if not (table.name == "snapshot" and c == "digest")]
+        expr = " || ',' || ".join(f"quote([{c}])" for c in columns)
+        yield f"\x1e{table.name}\n".encode()
+        cursor = conn.execute(f"SELECT {expr} FROM [{table.name}] ORDER BY {table.digest_order}")
+        while rows := cursor.fetchmany(2000):
+            yield "\n".join(row[0] for row in rows).encode("utf-8", "surrogatepass") + b"\n"
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    path: str
+    provenance: dict[str, object]
+    counts: dict[str, int]
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.provenance.get("complete"))
+
+
+def _loads(text: str | None, default: object) -> object:
+    if text is None:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        return default
+
+
+class Snapshot:
+    """A snapshot opened read-only."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        _check_file(path)
+        uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True)
+            self.conn.execute("PRAGMA query_only = ON")
+            version = self._meta("schema_version")
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{path} is not a readable o2f snapshot ({exc}).") from None
+        if version is None:
+            raise SnapshotError(f"{path} is an SQLite file but not an o2f snapshot (no schema version).")
+        if version != str(schema.SCHEMA_VERSION):
+            raise SnapshotError(
+                f"{path} has snapshot schema version {version}; this o2f reads version {schema.SCHEMA_VERSION}."
+            )
+        try:
+            self.conn.execute("SELECT count(*) FROM entries").fetchone()
+            self.conn.execute("PRAGMA quick_check(1)").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{path} is damaged or truncated ({exc}).") from None
+
+    def _meta(self, key: str) -> str | None:
+        try:
+            row = self.conn.execute("SELECT value FROM _o2f_meta WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError:
+            return None
+        return None if row is None else row[0]
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[sqlite3.Row]:
+        try:
+            self.conn.row_factory = sqlite3.Row
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
+        finally:
+            self.conn.row_factory = None
+
+    # -- provenance ---------------------------------------------------------------
+
+    @cached_property
+    def provenance(self) -> dict[str, object]:
+        rows = self._query("SELECT * FROM snapshot WHERE id = 1")
+        if not rows:
+            raise SnapshotError(f"{self.path} has no provenance row: it is not a whole snapshot.")
+        out = dict(rows[0])
+        for key in ("options", "counts", "capabilities"):
+            out[key] = _loads(out.get(key), {} if key != "capabilities" else [])  # type: ignore[arg-type]
+        return out
+
+    def info(self) -> SnapshotInfo:
+        counts = {
+            t.name: self._query(f"SELECT count(*) AS n FROM [{t.name}]")[0]["n"]
+            for t in schema.TABLES
+            if not t.name.startswith("_") and t.name != "snapshot"
+        }
+        return SnapshotInfo(self.path, self.provenance, counts)
+
+    def recompute_records(self) -> Iterator[bytes]:
+        try:
+            yield from canonical_records(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
+
+    # -- records --------------------------------------------------------------------
+
+    @cached_property
+    def layers(self) -> dict[str, Layer]:
+        out = {}
+        for row in self._query("SELECT * FROM layers ORDER BY id"):
+            out[row["id"]] = Layer(
+                id=row["id"],
+                role=LayerRole(row["role"]),
+                link=row["link"],
+                lower=row["lower"],
+                committed=bool(row["committed"]),
+                has_work=bool(row["has_work"]),
+                has_merged=bool(row["has_merged"]),
+                diff_path=path_from_text(row["diff_path"] or ""),
+                chain=tuple(_loads(row["chain"], [])),  # type: ignore[arg-type]
+                problem=row["problem"],
+            )
+        return out
+
+    def links(self) -> list[tuple[str, bytes, str | None]]:
+        return [
+            (row["name"], path_from_text(row["target"]), row["layer_id"])
+            for row in self._query("SELECT * FROM links ORDER BY name")
+        ]
+
+    @cached_property
+    def containers(self) -> list[Container]:
+        return [
+            Container(
+                id=row["id"],
+                name=row["name"],
+                image=row["image"],
+                image_id=row["image_id"],
+                created=row["created"],
+                state=row["state"],
+                exit_code=row["exit_code"],
+                started_at=row["started_at"],
+                finished_at=row["finished_at"],
+                upper_layer=row["upper_layer"],
+                init_layer=row["init_layer"],
+                chain=tuple(_loads(row["chain"], [])),  # type: ignore[arg-type]
+                top_chain_id=row["top_chain_id"],
+                mounts_json=row["mount_points"],
+                labels_json=row["labels"],
+                config_json=row["config"],
+                hostconfig_json=row["hostconfig"],
+                problem=row["problem"],
+            )
+            for row in self._query("SELECT * FROM containers ORDER BY name, id")
+        ]
+
+    @cached_property
+    def images(self) -> list[Image]:
+        return [
+            Image(
+                id=row["id"],
+                tags=tuple(_loads(row["tags"], [])),  # type: ignore[arg-type]
+                created=row["created"],
+                parent=row["parent"],
+                diff_ids=tuple(_loads(row["diff_ids"], [])),  # type: ignore[arg-type]
+                layers=tuple(_loads(row["layers"], [])),  # type: ignore[arg-type]
+                config_json=row["config"],
+                problem=row["problem"],
+            )
+            for row in self._query("SELECT * FROM images ORDER BY id")
+        ]
+
+    def image_layers(self, with_tar_split: bool = False) -> list[ImageLayer]:
+        columns = "*" if with_tar_split else "chain_id, diff_id, parent, layer_id, size, NULL AS tar_split"
+        return [
+            ImageLayer(
+                chain_id=row["chain_id"],
+                diff_id=row["diff_id"],
+                parent=row["parent"],
+                layer_id=row["layer_id"],
+                size=row["size"],
+                tar_split=row["tar_split"],
+            )
+            for row in self._query(f"SELECT {columns} FROM image_layers ORDER BY chain_id")
+        ]
+
+    def mounts(self) -> list[Mount]:
+        return [
+            Mount(
+                mount_point=path_from_text(row["mount_point"]),
+                fs_type=row["fs_type"],
+                source=path_from_text(row["source"] or ""),
+                options=row["options"] or "",
+                mount_id=row["mount_id"],
+                parent_id=row["parent_id"],
+                major_minor=row["major_minor"],
+                root=None if row["root"] is None else path_from_text(row["root"]),
+                super_options=row["super_options"],
+                lowerdirs=tuple(path_from_text(d) for d in _loads(row["lowerdirs"], [])),  # type: ignore[union-attr]
+                upperdir=None if row["upperdir"] is None else path_from_text(row["upperdir"]),
+                workdir=None if row["workdir"] is None else path_from_text(row["workdir"]),
+                line=row["line"],
+            )
+            for row in self._query("SELECT * FROM mounts ORDER BY id")
+        ]
+
+    def errors(self) -> list[dict[str, object]]:
+        return [dict(row) for row in self._query("SELECT * FROM errors ORDER BY id")]
+
+    def metadata_file(self, path: bytes) -> bytes | None:
+        from forensics.model import path_to_text
+
+        rows = self._query("SELECT content FROM metadata_files WHERE path = ?", (path_to_text(path),))
+        return rows[0]["content"] if rows else None
+
+    def entries(self, layer_id: str) -> list[Entry]:
+        """Every entry of one layer, in path order."""
+        try:
+            cursor = self.conn.execute(
+                "SELECT path, kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode, nlink,"
+                " rdev_major, rdev_minor, target, xattrs, blake3, link_group FROM entries WHERE layer_id = ?",
+                (layer_id,),
+            )
+            rows = cursor.fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
+        return [_entry(layer_id, row) for row in rows]
+
+
+_KINDS = {k.value: k for k in Kind}
+
+
+def _entry(layer_id: str, row: tuple) -> Entry:  # type: ignore[type-arg]
+    (
+        path,
+        kind,
+        mode,
+        uid,
+        gid,
+        size,
+        mtime,
+        atime,
+        ctime,
+        inode,
+        nlink,
+        major,
+        minor,
+        target,
+        xattrs,
+        digest,
+        group,
+    ) = row
+    return Entry(
+        layer_id=layer_id,
+        path=path_from_text(path),
+        kind=_KINDS[kind],
+        mode=mode,
+        uid=uid,
+        gid=gid,
+        size=size,
+        mtime_ns=mtime,
+        atime_ns=atime,
+        ctime_ns=ctime,
+        inode=inode,
+        nlink=nlink,
+        rdev_major=major,
+        rdev_minor=minor,
+        target=None if target is None else path_from_text(target),
+        xattrs=tuple(sorted((k, bytes.fromhex(v)) for k, v in json.loads(xattrs).items())) if xattrs else (),
+        blake3=digest,
+        link_group=group,
+    )
+
+
+def _check_file(path: str) -> None:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(100)
+            size = os.fstat(handle.fileno()).st_size
+    except FileNotFoundError:
+        raise SnapshotError(f"snapshot {path} does not exist.") from None
+    except IsADirectoryError:
+        raise SnapshotError(f"{path} is a directory, not a snapshot file.") from None
+    except OSError as exc:
+        raise SnapshotError(f"cannot read snapshot {path}: {exc.strerror}.") from None
+    if not head.startswith(_SQLITE_MAGIC):
+        raise SnapshotError(f"{path} is not an o2f snapshot (not an SQLite file).")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    if page_size and pages and size < page_size * pages:
+        raise SnapshotError(f"{path} is truncated ({size} of {page_size * pages} bytes).")
+
+
+def open_snapshot(path: str) -> Snapshot:
+    return Snapshot(path)

@@ -1,0 +1,349 @@
+"""Record streams into a snapshot file, in batched transactions.
+
+The snapshot says ``complete = 0`` from its first write until the capture has
+finished, so an interrupted or failed capture never looks whole. Provenance
+and the records digest are written last.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+
+import sqlite_utils
+
+from forensics.errors import SnapshotError, SnapshotExistsError
+from forensics.model import (
+    CaptureError,
+    Container,
+    Entry,
+    Image,
+    ImageLayer,
+    Layer,
+    MetadataFile,
+    Mount,
+    Provenance,
+)
+from forensics.model import path_to_text as _t
+from forensics.store import schema
+from forensics.store.reader import canonical_records
+
+EntryFlags = Callable[[Entry], tuple[int, int, str | None]]
+"""(whiteout, opaque, overlay-private xattr names as JSON) for an entry."""
+
+_BATCH = 5000
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+
+
+def _xattrs_json(entry: Entry) -> str | None:
+    if not entry.xattrs:
+        return None
+    return _json({name: value.hex() for name, value in entry.xattrs})
+
+
+class SnapshotWriter:
+    """Creates one snapshot file and fills it."""
+
+    def __init__(self, path: str, *, force: bool = False, flags: EntryFlags) -> None:
+        self.path = path
+        if os.path.lexists(path):
+            if not force:
+                raise SnapshotExistsError(f"snapshot {path} already exists (use --force to replace it).")
+            for suffix in ("", "-journal", "-wal", "-shm"):
+                if os.path.lexists(path + suffix):
+                    os.unlink(path + suffix)
+        try:
+            self.conn = sqlite3.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise SnapshotError(f"cannot create snapshot {path}: {exc}.") from None
+        self.conn.execute("PRAGMA journal_mode = OFF")
+        self.conn.execute("PRAGMA synchronous = OFF")
+        self.conn.execute(f"PRAGMA application_id = {0x6F326673}")  # 'o2fs'
+        self.conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
+        self.db = sqlite_utils.Database(self.conn)
+        self.flags = flags
+        self._entries: list[tuple[object, ...]] = []
+        self._errors: list[tuple[object, ...]] = []
+        self._relinks: list[tuple[int, str, str]] = []
+        self._next_error = 1
+        self._create()
+
+    def _create(self) -> None:
+        for table in schema.TABLES:
+            self.db[table.name].create(
+                {c.name: c.type for c in table.columns},
+                pk=table.pk,
+                not_null={c.name for c in table.columns if c.not_null},
+                foreign_keys=list(table.foreign_keys) or None,
+            )
+        for view in schema.VIEWS:
+            self.db.create_view(view.name, view.sql)
+        self.db["_o2f_meta"].insert_all(
+            [
+                {"key": "application", "value": schema.APPLICATION},
+                {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)},
+            ]
+        )
+
+    # -- streaming ----------------------------------------------------------------
+
+    def begin(self, provenance: Provenance) -> None:
+        self.conn.execute("BEGIN")
+        self._write_provenance(provenance)
+        self.conn.execute("COMMIT")
+        self.conn.execute("BEGIN")
+
+    def add_entry(self, entry: Entry) -> None:
+        whiteout, opaque, private = self.flags(entry)
+        self._entries.append(
+            (
+                entry.layer_id,
+                _t(entry.path),
+                entry.kind.value,
+                entry.mode,
+                entry.uid,
+                entry.gid,
+                entry.size,
+                entry.atime_ns,
+                entry.mtime_ns,
+                entry.ctime_ns,
+                entry.inode,
+                entry.nlink,
+                entry.rdev_major,
+                entry.rdev_minor,
+                None if entry.target is None else _t(entry.target),
+                _xattrs_json(entry),
+                entry.blake3,
+                entry.link_group,
+                whiteout,
+                opaque,
+                private,
+            )
+        )
+        if len(self._entries) >= _BATCH:
+            self._flush_entries()
+
+    def _flush_entries(self) -> None:
+        if self._entries:
+            self.conn.executemany(
+                "INSERT INTO entries (layer_id, path, kind, mode, uid, gid, size, atime_ns, mtime_ns, ctime_ns,"
+                " inode, nlink, rdev_major, rdev_minor, target, xattrs, blake3, link_group, whiteout, opaque,"
+                " overlay_private) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                self._entries,
+            )
+            self._entries.clear()
+
+    def add_error(self, error: CaptureError) -> None:
+        self._errors.append(
+            (self._next_error, _t(error.path), error.layer_id, error.operation, error.errno, error.message)
+        )
+        self._next_error += 1
+
+    def relink(self, layer_id: str, path: bytes, link_group: int) -> None:
+        self._relinks.append((link_group, layer_id, _t(path)))
+
+    def add_metadata_files(self, files: Iterable[MetadataFile]) -> None:
+        self.conn.executemany(
+            "INSERT OR REPLACE INTO metadata_files (path, size, content) VALUES (?,?,?)",
+            ((_t(f.path), len(f.content), f.content) for f in files),
+        )
+
+    # -- after the walk -------------------------------------------------------------
+
+    def add_layers(self, layers: Iterable[Layer], links: Iterable[tuple[str, bytes, str | None]]) -> None:
+        self.db["layers"].insert_all(
+            (
+                {
+                    "id": layer.id,
+                    "name": layer.id[:12],
+                    "role": layer.role.value,
+                    "link": layer.link,
+                    "lower": layer.lower,
+                    "committed": int(layer.committed),
+                    "has_work": int(layer.has_work),
+                    "has_merged": int(layer.has_merged),
+                    "diff_path": _t(layer.diff_path),
+                    "chain": _json(list(layer.chain)),
+                    "problem": layer.problem,
+                }
+                for layer in layers
+            ),
+            batch_size=1000,
+        )
+        self.db["links"].insert_all(
+            ({"name": name, "target": _t(target), "layer_id": layer} for name, target, layer in links),
+            batch_size=1000,
+        )
+
+    def add_image_layers(self, records: Iterable[ImageLayer]) -> None:
+        self.db["image_layers"].insert_all(
+            (
+                {
+                    "chain_id": r.chain_id,
+                    "diff_id": r.diff_id,
+                    "parent": r.parent,
+                    "layer_id": r.layer_id,
+                    "size": r.size,
+                    "has_tar_split": int(r.tar_split is not None),
+                    "tar_split": r.tar_split,
+                }
+                for r in records
+            ),
+            batch_size=200,
+        )
+
+    def add_images(self, images: Iterable[Image]) -> None:
+        self.db["images"].insert_all(
+            (
+                {
+                    "id": image.id,
+                    "name": image.tags[0] if image.tags else image.id.removeprefix("sha256:")[:12],
+                    "tags": _json(list(image.tags)),
+                    "created": image.created,
+                    "parent": image.parent,
+                    "diff_ids": _json(list(image.diff_ids)),
+                    "layers": _json(list(image.layers)),
+                    "config": image.config_json,
+                    "problem": image.problem,
+                }
+                for image in images
+            ),
+            batch_size=200,
+        )
+
+    def add_containers(self, containers: Iterable[Container]) -> None:
+        self.db["containers"].insert_all(
+            (
+                {
+                    "id": c.id,
+                    "name": c.name or c.id,
+                    "image": c.image,
+                    "image_id": c.image_id,
+                    "created": c.created,
+                    "state": c.state,
+                    "exit_code": c.exit_code,
+                    "started_at": c.started_at,
+                    "finished_at": c.finished_at,
+                    "upper_layer": c.upper_layer,
+                    "init_layer": c.init_layer,
+                    "chain": _json(list(c.chain)),
+                    "top_chain_id": c.top_chain_id,
+                    "mount_points": c.mounts_json,
+                    "labels": c.labels_json,
+                    "config": c.config_json,
+                    "hostconfig": c.hostconfig_json,
+                    "problem": c.problem,
+                }
+                for c in containers
+            ),
+            batch_size=200,
+        )
+
+    def add_mounts(self, mounts: Iterable[Mount]) -> None:
+        self.db["mounts"].insert_all(
+            (
+                {
+                    "id": index,
+                    "mount_id": m.mount_id,
+                    "parent_id": m.parent_id,
+                    "major_minor": m.major_minor,
+                    "root": None if m.root is None else _t(m.root),
+                    "mount_point": _t(m.mount_point),
+                    "fs_type": m.fs_type,
+                    "source": _t(m.source),
+                    "options": m.options,
+                    "super_options": m.super_options,
+                    "lowerdirs": _json([_t(d) for d in m.lowerdirs]) if m.lowerdirs else None,
+                    "upperdir": None if m.upperdir is None else _t(m.upperdir),
+                    "workdir": None if m.workdir is None else _t(m.workdir),
+                    "line": m.line,
+                }
+                for index, m in enumerate(mounts, 1)
+            ),
+            batch_size=500,
+        )
+
+    def flush(self) -> None:
+        """Writes buffered rows; the open transaction stays open."""
+        self._flush_entries()
+        if self._errors:
+            self.conn.executemany(
+                "INSERT INTO errors (id, path, layer_id, operation, errno, message) VALUES (?,?,?,?,?,?)",
+                self._errors,
+            )
+            self._errors.clear()
+        if self._relinks:
+            self.conn.executemany(
+                "UPDATE entries SET link_group = ? WHERE layer_id = ? AND path = ?", self._relinks
+            )
+            self._relinks.clear()
+
+    def finish(self, provenance: Provenance, digest_of: Callable[[Iterator[bytes]], str]) -> str:
+        """Indexes, counts, provenance, then the digest over everything: the snapshot is whole."""
+        self.flush()
+        for table in schema.TABLES:
+            for columns in table.indexes:
+                self.db[table.name].create_index(list(columns), if_not_exists=True)
+            for columns in table.unique_indexes:
+                self.db[table.name].create_index(list(columns), unique=True, if_not_exists=True)
+        provenance.counts = self.counts()
+        self._write_provenance(provenance)
+        self.conn.execute("COMMIT")
+        digest = digest_of(canonical_records(self.conn))
+        provenance.digest = digest
+        self.conn.execute("UPDATE snapshot SET digest = ? WHERE id = 1", (digest,))
+        self.conn.execute("ANALYZE")
+        return digest
+
+    def abort(self, provenance: Provenance) -> None:
+        """Keeps what was written, marked incomplete."""
+        try:
+            self.flush()
+            provenance.counts = self.counts()
+            provenance.complete = False
+            self._write_provenance(provenance)
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")
+        except sqlite3.Error:
+            pass
+
+    def counts(self) -> dict[str, int]:
+        return {
+            t.name: self.conn.execute(f"SELECT count(*) FROM [{t.name}]").fetchone()[0]
+            for t in schema.TABLES
+            if not t.name.startswith("_") and t.name != "snapshot"
+        }
+
+    def _write_provenance(self, p: Provenance) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO snapshot (id, tool_version, schema_version, started_utc, finished_utc, complete,"
+            " source, source_kind, data_root, layout, host, kernel, options, counts, capabilities, bytes_read,"
+            " hashes_reused, digest) VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                p.tool_version,
+                schema.SCHEMA_VERSION,
+                p.started_utc,
+                p.finished_utc,
+                int(p.complete),
+                p.source,
+                p.source_kind,
+                p.data_root,
+                p.layout,
+                p.host,
+                p.kernel,
+                _json(p.options),
+                _json(p.counts),
+                _json(sorted(p.capabilities)),
+                p.bytes_read,
+                p.hashes_reused,
+                p.digest,
+            ),
+        )
+
+    def close(self) -> None:
+        self.conn.close()

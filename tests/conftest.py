@@ -1,0 +1,68 @@
+"""Shared fixtures: the real-engine corpora, extracted once per session, never modified."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+if not SHARED.is_dir():  # CI lays shared/ beside the clone
+    SHARED = Path(os.environ.get("O2F_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+CORPORA = SHARED / "corpora"
+DOCKER_A = CORPORA / "docker-a"
+DOCKER_A_TAR = DOCKER_A / "data-root.tar.gz"
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_TAR = REPO / "samples" / "docker-sample.tar.gz"
+
+IS_ROOT = os.geteuid() == 0
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (device nodes, trusted.* xattrs, overlay mounts)")
+needs_corpus = pytest.mark.skipif(not DOCKER_A_TAR.exists(), reason=f"corpus not found at {DOCKER_A}")
+
+
+def extract_tar(archive: Path, dest: Path) -> None:
+    """GNU tar as root, keeping xattrs, owners, devices and whiteouts exactly."""
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-xf", str(archive), "-C", str(dest)],
+        check=True,
+    )
+
+
+@pytest.fixture(scope="session")
+def docker_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An extracted copy of the docker-a data root (read-only use: tests must not modify it)."""
+    if not DOCKER_A_TAR.exists():
+        pytest.skip(f"corpus not found at {DOCKER_A}")
+    if not IS_ROOT:
+        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
+    dest = tmp_path_factory.mktemp("docker-a")
+    extract_tar(DOCKER_A_TAR, dest)
+    return dest / "var" / "lib" / "docker"
+
+
+@pytest.fixture()
+def docker_a_copy(docker_a_root: Path, tmp_path: Path) -> Path:
+    """A private, modifiable copy of the docker-a data root."""
+    dest = tmp_path / "docker"
+    subprocess.run(["cp", "-a", str(docker_a_root), str(dest)], check=True)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not SAMPLE_TAR.exists():
+        pytest.skip("samples/docker-sample.tar.gz is missing")
+    if not IS_ROOT:
+        pytest.skip("extracting the sample needs root")
+    dest = tmp_path_factory.mktemp("sample")
+    extract_tar(SAMPLE_TAR, dest)
+    return dest / "var" / "lib" / "docker"
+
+
+def copy_tree(src: Path, dest: Path) -> Path:
+    shutil.copytree(src, dest, symlinks=True)
+    return dest
