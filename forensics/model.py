@@ -325,3 +325,28 @@ class Provenance:
     complete: bool = False
     counts: dict[str, int] = field(default_factory=dict)
     digest: str | None = None
+
+
+class ChangeKind(str, enum.Enum):
+    """What an upperdir did to a path, relative to the image + ``-init`` baseline."""
+
+    ADDED = "added"
+    DELETED = "deleted"
+    MODIFIED = "modified"
+    COPIED_UP = "copied-up"
+    WHITEOUT_OF_NOTHING = "whiteout-of-nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One path of a container's change report."""
+
+    container_id: str
+    container_name: str
+    path: bytes
+    kind: ChangeKind
+    details: tuple[str, ...] = ()
+    entry: Entry | None = None  # the container's entry (None when deleted)
+    lower: Entry | None = None  # the baseline entry it replaced or hid
+    via: bytes | None = None  # deleted: the whiteout, opaque dir or entry that hid it
+    layer: str | None = None  # the layer holding the change (the upperdir)

@@ -1,0 +1,133 @@
+"""Containers and their layer stacks, from a snapshot's records alone.
+
+Views are memoised by stack: an image's merged view is computed once and
+shared by every image and container built on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+from forensics.errors import ChainError, NotFoundError
+from forensics.model import Container, Entry, Image, Layer
+from forensics.overlay.merge import Removal, View, apply_layer, sort_layer
+from forensics.store.reader import Snapshot
+
+
+@dataclass(frozen=True)
+class Stack:
+    """A container's layers: the upperdir on top of its baseline (init + image), nearest first."""
+
+    container: Container
+    upper: str
+    baseline: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ContainerViews:
+    stack: Stack
+    baseline: View
+    view: View
+    removals: list[Removal]
+    orphan_whiteouts: list[bytes]
+    upper_entries: list[Entry]
+
+
+class Analysis:
+    """One snapshot opened for analysis; caches layer entries and merged views."""
+
+    def __init__(self, snapshot: Snapshot) -> None:
+        self.snapshot = snapshot
+        self._layer_entries: dict[str, list[Entry]] = {}
+        self._views: dict[tuple[str, ...], View] = {(): View()}
+
+    @property
+    def containers(self) -> list[Container]:
+        return self.snapshot.containers
+
+    @property
+    def layers(self) -> dict[str, Layer]:
+        return self.snapshot.layers
+
+    @property
+    def images(self) -> list[Image]:
+        return self.snapshot.images
+
+    # -- naming -------------------------------------------------------------------
+
+    def find_container(self, name: str) -> Container:
+        """By full id, unique id prefix, or name; an unknown one gets the close matches."""
+        containers = self.containers
+        for container in containers:
+            if name in (container.id, container.name, "/" + (container.name or "")):
+                return container
+        matches = [c for c in containers if c.id.startswith(name)] if len(name) >= 3 else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            ids = ", ".join(c.id[:12] for c in matches)
+            raise NotFoundError(f"container id prefix {name!r} is ambiguous: {ids}.")
+        names = [c.name or c.id for c in containers] + [c.id[:12] for c in containers]
+        close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        known = ", ".join(sorted(c.name or c.id[:12] for c in containers)) or "none"
+        raise NotFoundError(f"no container {name!r} in {self.snapshot.path}.{hint} Containers: {known}.")
+
+    def find_image(self, name: str) -> Image:
+        images = self.images
+        for image in images:
+            if name in (image.id, *image.tags) or image.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:")):
+                return image
+        tags = [t for i in images for t in i.tags]
+        close = difflib.get_close_matches(name, tags, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise NotFoundError(f"no image {name!r} in {self.snapshot.path}.{hint}")
+
+    # -- stacks and views ---------------------------------------------------------------
+
+    def stack(self, container: Container) -> Stack:
+        """The container's layers, or a ChainError saying what is broken (for this container only)."""
+        upper = container.upper_layer
+        label = container.name or container.id
+        if not upper:
+            raise ChainError(f"container {label} has no upper layer record ({container.problem or 'no mount-id'}).")
+        layer = self.layers.get(upper)
+        if layer is None:
+            raise ChainError(f"container {label}: its upper layer {upper} is not in the snapshot.")
+        if layer.problem:
+            raise ChainError(f"container {label}: {layer.problem}.")
+        for below in container.chain:
+            lower = self.layers.get(below)
+            if lower is None:
+                raise ChainError(f"container {label}: layer {below} of its chain is not in the snapshot.")
+        return Stack(container, upper, tuple(container.chain))
+
+    def layer_entries(self, layer_id: str) -> list[Entry]:
+        entries = self._layer_entries.get(layer_id)
+        if entries is None:
+            entries = self._layer_entries[layer_id] = sort_layer(self.snapshot.entries(layer_id))
+        return entries
+
+    def view(self, chain: tuple[str, ...]) -> View:
+        """The merged view of layers nearest first; every suffix is memoised."""
+        view = self._views.get(chain)
+        if view is None:
+            below = self.view(chain[1:])
+            view, _, _ = apply_layer(below, self.layer_entries(chain[0]))
+            self._views[chain] = view
+        return view
+
+    def container_views(self, container: Container) -> ContainerViews:
+        stack = self.stack(container)
+        baseline = self.view(stack.baseline)
+        upper_entries = self.layer_entries(stack.upper)
+        view, removals, orphans = apply_layer(baseline, upper_entries)
+        return ContainerViews(stack, baseline, view, removals, orphans, upper_entries)
+
+    def container_view(self, container: Container) -> View:
+        stack = self.stack(container)
+        return self.view((stack.upper, *stack.baseline))
+
+    def image_view(self, image: Image) -> View:
+        return self.view(tuple(reversed(image.layers)))
