@@ -10,18 +10,21 @@ import json
 import os
 import platform
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from forensics import __version__
+from forensics.analyze.containers import Analysis
+from forensics.analyze.diff import docker_changes, forensic_changes
+from forensics.analyze.report import container_summaries, history, image_summaries, list_view, timeline, trace
 from forensics.capture.engine import Gathered, all_engines
 from forensics.capture.hash import hash_chunks, hash_file_path
 from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
 from forensics.capture.sources import Noted, Relink, Source, find_source
-from forensics.errors import MountTableError, SnapshotError, UsageError
-from forensics.model import CaptureError, Entry, MetadataFile, Mount, Provenance
+from forensics.errors import ChainError, MountTableError, SnapshotError, UsageError
+from forensics.model import CaptureError, Change, Container, Entry, MetadataFile, Mount, Provenance
 from forensics.overlay import rules
 from forensics.store.reader import Snapshot, SnapshotInfo, open_snapshot
 from forensics.store.writer import SnapshotWriter
@@ -191,4 +194,66 @@ def verify(path: str) -> VerifyResult:
     return VerifyResult(path, str(stored), recomputed, hash_file_path(path))
 
 
-__all__ += ["Snapshot", "VerifyResult"]
+# -- analysis -----------------------------------------------------------------------
+
+
+def open_analysis(path: str) -> tuple[Analysis, list[str]]:
+    """A snapshot opened for analysis, and warnings about what it lacks."""
+    snapshot = open_snapshot(path)
+    warnings = []
+    if not snapshot.provenance.get("complete"):
+        counts = snapshot.info().counts
+        warnings.append(
+            f"{path} is incomplete (the capture did not finish); analysing the "
+            f"{counts.get('entries', 0)} entries and {counts.get('containers', 0)} containers it holds."
+        )
+    return Analysis(snapshot), warnings
+
+
+def select_containers(analysis: Analysis, names: Sequence[str] | None) -> list[Container]:
+    """The named containers (id, id prefix or name), or all of them."""
+    if not names:
+        return list(analysis.containers)
+    return [analysis.find_container(name) for name in names]
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    reports: list[tuple[Container, list[Change]]]
+    docker: list[tuple[Container, list[tuple[str, bytes]]]]
+    problems: list[str]
+
+
+def diff(analysis: Analysis, names: Sequence[str] | None, *, docker: bool = False) -> DiffResult:
+    """Change reports per container; a damaged chain is a problem for that container only."""
+    reports: list[tuple[Container, list[Change]]] = []
+    letters: list[tuple[Container, list[tuple[str, bytes]]]] = []
+    problems: list[str] = []
+    for container in select_containers(analysis, names):
+        try:
+            views = analysis.container_views(container)
+        except ChainError as exc:
+            problems.append(str(exc))
+            continue
+        if docker:
+            letters.append((container, docker_changes(views)))
+        else:
+            reports.append((container, forensic_changes(container, views)))
+    return DiffResult(reports, letters, problems)
+
+
+__all__ += [
+    "Analysis",
+    "DiffResult",
+    "Snapshot",
+    "VerifyResult",
+    "container_summaries",
+    "diff",
+    "history",
+    "image_summaries",
+    "list_view",
+    "open_analysis",
+    "select_containers",
+    "timeline",
+    "trace",
+]

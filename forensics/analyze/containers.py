@@ -25,13 +25,19 @@ class Stack:
 
 
 @dataclass(frozen=True)
-class ContainerViews:
-    stack: Stack
+class LayerDelta:
+    """One layer applied to the view below it, with what it hid."""
+
     baseline: View
     view: View
     removals: list[Removal]
     orphan_whiteouts: list[bytes]
     upper_entries: list[Entry]
+
+
+@dataclass(frozen=True)
+class ContainerViews(LayerDelta):
+    stack: Stack
 
 
 class Analysis:
@@ -123,7 +129,14 @@ class Analysis:
         baseline = self.view(stack.baseline)
         upper_entries = self.layer_entries(stack.upper)
         view, removals, orphans = apply_layer(baseline, upper_entries)
-        return ContainerViews(stack, baseline, view, removals, orphans, upper_entries)
+        return ContainerViews(baseline, view, removals, orphans, upper_entries, stack)
+
+    def layer_delta(self, chain: tuple[str, ...]) -> LayerDelta:
+        """What the first layer of *chain* (nearest first) did to the layers below it."""
+        baseline = self.view(chain[1:])
+        entries = self.layer_entries(chain[0])
+        view, removals, orphans = apply_layer(baseline, entries)
+        return LayerDelta(baseline, view, removals, orphans, entries)
 
     def container_view(self, container: Container) -> View:
         stack = self.stack(container)

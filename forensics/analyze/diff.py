@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from forensics.analyze.containers import Analysis, ContainerViews
+from forensics.analyze.containers import Analysis, ContainerViews, LayerDelta
 from forensics.model import Change, ChangeKind, Container, Entry, Kind, ancestors, parent_path, path_sort_key
 from forensics.overlay import rules
 from forensics.overlay.classify import DETAIL_ORDER, docker_stat_different, forensic_details
@@ -30,13 +30,16 @@ def _order(details: Iterable[str]) -> tuple[str, ...]:
 
 def forensic_changes(container: Container, cv: ContainerViews) -> list[Change]:
     """Every path the upperdir added, modified, copied up or hid, sorted by path."""
+    return layer_changes(container.id, container.name or container.id, cv.stack.upper, cv)
+
+
+def layer_changes(owner_id: str, owner_name: str, upper: str, cv: LayerDelta) -> list[Change]:
+    """What one layer did to the view below it (a container's upperdir, or an image build step)."""
     view, baseline = cv.view, cv.baseline
-    name = container.name or container.id
-    upper = cv.stack.upper
     changes: list[Change] = []
 
     def change(path: bytes, kind: ChangeKind, details: Iterable[str] = (), **kw: object) -> None:
-        changes.append(Change(container.id, name, path, kind, _order(details), layer=upper, **kw))  # type: ignore[arg-type]
+        changes.append(Change(owner_id, owner_name, path, kind, _order(details), layer=upper, **kw))  # type: ignore[arg-type]
 
     upper_groups = _groups(e for e in cv.upper_entries if not rules.is_whiteout(e))
     baseline_groups: dict[int, set[bytes]] | None = None

@@ -37,17 +37,22 @@ _KINDS = {
     tarfile.BLKTYPE: Kind.BLOCK,
     tarfile.FIFOTYPE: Kind.FIFO,
 }
-_NAMES = {"encoding": "utf-8", "errors": "surrogateescape"}  # member names are raw bytes
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _HOLD_LIMIT = 256 << 20  # memory for members met before the data root is known
 _HELD_COST = 1024  # rough size of one held TarInfo, charged against _HOLD_LIMIT
 _PAX_TIME = re.compile(r"(-?)(\d+)(?:\.(\d*))?")
 _DESCENDED = (Action.WALK, Action.ENTRY)
 _PAST_LIMIT = "came before the data root was recognised, past the read-ahead limit"
-_STREAM_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, tarfile.TarError, zlib.error, lzma.LZMAError)
+# What a damaged stream raises from tarfile, its decompressors or the disk.
+_STREAM_ERRORS: tuple[type[Exception], ...] = (
+    EOFError,
+    OSError,
+    tarfile.TarError,
+    zlib.error,
+    lzma.LZMAError,
+)
 _NOT_TAR = "{} is not a tar archive (or a compressed one o2f can read)."
 _NO_ROOT = "{} holds no container data root (no member looks like .../overlay2/<layer>/ ...)."
-
 
 
 class _Info(tarfile.TarInfo):
@@ -80,16 +85,16 @@ class _Held:
 
 
 @dataclass(slots=True)
-class _Known:
-    """What a later hardlink member needs from the name archived first."""
+class _Inode:
+    """What a name's inode holds beyond its header, kept for later hardlink members to that name."""
 
     kind: Kind
     size: int | None
     blake3: str | None
     xattrs: Xattrs
-    rdev: tuple[int | None, int | None]
-    target: bytes | None
-    entry: tuple[str, bytes] | None  # (layer, inner path) when the first name is an Entry
+    rdev: tuple[int | None, int | None] = (None, None)
+    target: bytes | None = None
+    entry: tuple[str, bytes] | None = None  # (layer, inner path) when the first name is an Entry
     content: bytes | None = None  # when the first name is a metadata file
     group: int | None = None
 
@@ -124,11 +129,11 @@ class _Reader:
         self.held: list[_Held] = []
         self.held_bytes = 0
         self.descends: dict[bytes, bool] = {b"": True}
-        self.known: dict[bytes, _Known] = {}
+        self.known: dict[bytes, _Inode] = {}
         self.next_group = 1
         self.entries = 0
         self.bytes_read = 0
-        self.info_class: type[_Info] = type("_Info", (_Info,), {"stop": None})
+        self.info_class: type[_Info] = type("_Info", (_Info,), {"stop": None})  # one per stream
         self.errors = _STREAM_ERRORS
 
     # -- the stream -------------------------------------------------------------
@@ -159,23 +164,33 @@ class _Reader:
         if self.progress is not None:
             self.progress(self.entries, self.bytes_read)
 
-    def _open(self, raw: BinaryIO) -> tarfile.TarFile:
+    def _open(self, raw: io.BufferedReader) -> tarfile.TarFile:
+        """tarfile's own stream reader; zstd (which it lacks before 3.14) is unwrapped first."""
         fileobj: BinaryIO = raw
         mode = "r|*"
-        if raw.read(4) == _ZSTD_MAGIC:
+        try:
+            zstd = raw.peek(4)[:4] == _ZSTD_MAGIC
+        except OSError as exc:
+            raise SourceError(f"cannot read source {self.location}: {exc.strerror}.") from None
+        if zstd:
             try:
                 import zstandard
             except ImportError:
                 raise SourceError(
                     f"{self.location} is zstd-compressed and the zstandard package is not installed."
                 ) from None
-            raw.seek(0)
             fileobj = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
             mode = "r|"
             self.errors = (*_STREAM_ERRORS, zstandard.ZstdError)
-        raw.seek(0)
         try:
-            return tarfile.open(fileobj=fileobj, mode=mode, tarinfo=self.info_class, **_NAMES)
+            # surrogateescape: member names and PAX values come back as their exact bytes
+            return tarfile.open(
+                fileobj=fileobj,
+                mode=mode,
+                tarinfo=self.info_class,
+                encoding="utf-8",
+                errors="surrogateescape",
+            )
         except self.errors:
             raise SourceError(_NOT_TAR.format(self.location)) from None
 
@@ -285,7 +300,7 @@ class _Reader:
         rel: bytes,
         kind: Kind,
         held: _Held | None,
-        known: _Known | None,
+        known: _Inode | None,
     ) -> Item:
         if kind is Kind.SYMLINK:
             target = known.target if known is not None else _raw(info.linkname)
@@ -306,68 +321,66 @@ class _Reader:
         else:
             stream = tar.extractfile(info)
             content = stream.read() if stream is not None else b""
-        self.known[rel] = _Known(Kind.FILE, len(content), None, (), (None, None), None, None, content)
+        self.known[rel] = _Inode(Kind.FILE, len(content), None, (), content=content)
         return MetadataFile(rel, content)
 
     def _entry(
-        self, tar: tarfile.TarFile, info: tarfile.TarInfo, rel: bytes, kind: Kind, visit: Visit, held: _Held | None
+        self,
+        tar: tarfile.TarFile,
+        info: tarfile.TarInfo,
+        rel: bytes,
+        kind: Kind,
+        visit: Visit,
+        held: _Held | None,
     ) -> Iterator[Item]:
         xattrs, problem = _xattrs(info.pax_headers)
         if problem:
             yield CaptureError(rel, "xattr", problem, None, visit.layer_id)
-        digest = None
+        body = _Inode(kind, None if kind in (Kind.DIR, Kind.SYMLINK) else 0, None, xattrs)
+        body.entry = (visit.layer_id, visit.inner_path)
         if kind is Kind.FILE:
-            stream: BinaryIO | None
+            body.size = info.size  # the real size, for sparse members too
             if held is None:
-                stream = tar.extractfile(info)
+                stream: BinaryIO | None = tar.extractfile(info)
             else:
                 stream = None if held.content is None else io.BytesIO(held.content)
             if stream is None:
-                yield CaptureError(rel, "read", (held and held.problem) or "content not kept", None, visit.layer_id)
+                problem = (held and held.problem) or "content not kept"
+                yield CaptureError(rel, "read", problem, None, visit.layer_id)
             else:
-                digest, count = hash_stream(stream)
+                body.blake3, count = hash_stream(stream)
                 self.bytes_read += count
-        size = info.size if kind is Kind.FILE else None if kind in (Kind.DIR, Kind.SYMLINK) else 0
-        device = kind is Kind.CHAR or kind is Kind.BLOCK
-        rdev = (info.devmajor, info.devminor) if device else (None, None)
-        target = _raw(info.linkname) if kind is Kind.SYMLINK else None
+        elif kind is Kind.CHAR or kind is Kind.BLOCK:
+            body.rdev = (info.devmajor, info.devminor)
+        elif kind is Kind.SYMLINK:
+            body.target = _raw(info.linkname)
         if kind is not Kind.DIR:
-            entry_key = (visit.layer_id, visit.inner_path)
-            self.known[rel] = _Known(kind, size, digest, xattrs, rdev, target, entry_key)
-        yield self._make(info, visit, kind, size, digest, xattrs, rdev, target, None)
+            self.known[rel] = body
+        yield self._make(info, visit, body, xattrs)
 
-    def _hardlink(self, info: tarfile.TarInfo, rel: bytes, visit: Visit, known: _Known | None) -> Iterator[Item]:
+    def _hardlink(
+        self, info: tarfile.TarInfo, rel: bytes, visit: Visit, known: _Inode | None
+    ) -> Iterator[Item]:
         own, problem = _xattrs(info.pax_headers)
         if problem:
             yield CaptureError(rel, "xattr", problem, None, visit.layer_id)
         if known is None:
             message = f"links to {_shown(info.linkname)}, which the archive holds no captured file for"
             yield CaptureError(rel, "hardlink", message, None, visit.layer_id)
-            yield self._make(info, visit, Kind.FILE, None, None, own, (None, None), None, None)
+            yield self._make(info, visit, _Inode(Kind.FILE, None, None, own), own)
             return
-        digest = known.blake3
-        if digest is None and known.content is not None:
-            digest, _ = hash_stream(io.BytesIO(known.content))
+        if known.blake3 is None and known.content is not None:
+            known.blake3, _ = hash_stream(io.BytesIO(known.content))
         if known.kind is Kind.FILE and known.group is None:  # like DirSource: only regular files are grouped
             known.group, self.next_group = self.next_group, self.next_group + 1
             if known.entry is not None:
                 yield Relink(known.entry[0], known.entry[1], known.group)
         self.known[rel] = known
-        xattrs = own or known.xattrs  # GNU tar writes xattrs on the first name only
-        yield self._make(info, visit, known.kind, known.size, digest, xattrs, known.rdev, known.target, known.group)
+        # GNU tar writes xattrs on the first name only
+        yield self._make(info, visit, known, own or known.xattrs)
 
-    def _make(
-        self,
-        info: tarfile.TarInfo,
-        visit: Visit,
-        kind: Kind,
-        size: int | None,
-        digest: str | None,
-        xattrs: Xattrs,
-        rdev: tuple[int | None, int | None],
-        target: bytes | None,
-        group: int | None,
-    ) -> Entry:
+    def _make(self, info: tarfile.TarInfo, visit: Visit, body: _Inode, xattrs: Xattrs) -> Entry:
+        """The Entry: the header gives mode, owner and times; body what the inode holds."""
         self.entries += 1
         if self.progress is not None and not self.entries & 1023:
             self.progress(self.entries, self.bytes_read)
@@ -376,20 +389,20 @@ class _Reader:
         return Entry(
             layer_id=visit.layer_id,
             path=visit.inner_path,
-            kind=kind,
+            kind=body.kind,
             mode=info.mode & 0o7777,
             uid=info.uid,
             gid=info.gid,
-            size=size,
+            size=body.size,
             mtime_ns=mtime if mtime is not None else int(info.mtime) * 10**9,
             atime_ns=_pax_time(pax.get("atime")),
             ctime_ns=_pax_time(pax.get("ctime")),
-            rdev_major=rdev[0],
-            rdev_minor=rdev[1],
-            target=target,
+            rdev_major=body.rdev[0],
+            rdev_minor=body.rdev[1],
+            target=body.target,
             xattrs=xattrs,
-            blake3=digest,
-            link_group=group,
+            blake3=body.blake3,
+            link_group=body.group,
         )
 
 

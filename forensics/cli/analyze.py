@@ -1,1 +1,138 @@
-"""Analysis commands (filled by the analyzer)."""
+"""Analysis commands: diff, trace, history, timeline."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+
+import typer
+
+from forensics import api
+from forensics.cli.app import app, examples_epilog, fail, warn
+from forensics.model import path_from_text
+from forensics.render.analysis import diff_output, docker_output, history_output, timeline_output, trace_output
+
+PANEL = "Analyze"
+
+
+class DiffFormat(str, Enum):
+    table = "table"
+    docker = "docker"
+    json = "json"
+    jsonl = "jsonl"
+    csv = "csv"
+    bodyfile = "bodyfile"
+
+
+class TimelineFormat(str, Enum):
+    bodyfile = "bodyfile"
+    jsonl = "jsonl"
+    csv = "csv"
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+def open_analysis(snapshot: str) -> api.Analysis:
+    analysis, warnings = api.open_analysis(snapshot)
+    for message in warnings:
+        warn(message)
+    return analysis
+
+
+def cli_path(text: str) -> bytes:
+    """A path argument: the snapshot's text form (``\\xHH`` for raw bytes), absolute."""
+    raw = path_from_text(text)
+    return raw if raw.startswith(b"/") else b"/" + raw
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog(
+        "o2f diff sample.o2f",
+        "o2f diff sample.o2f s-web --format docker",
+        "o2f diff sample.o2f s-web s-batch --format jsonl > changes.jsonl",
+    ),
+)
+def diff(
+    snapshot: str = typer.Argument(..., help="Snapshot file."),
+    containers: list[str] = typer.Argument(None, help="Containers (name, id or id prefix); default: all."),
+    format: DiffFormat = typer.Option(DiffFormat.table, "--format", "-f", help="Output format."),
+) -> None:
+    """Report what each container's upperdir added, modified, copied up or deleted.
+
+    The baseline is the image plus the `-init` layer (what `docker diff` compares against).
+    `--format docker` prints exactly what `docker diff` prints.
+    """
+    analysis = open_analysis(snapshot)
+    result = api.diff(analysis, containers, docker=format is DiffFormat.docker)
+    for problem in result.problems:
+        warn(problem)
+    if format is DiffFormat.docker:
+        blocks = result.docker
+        for container, letters in blocks:
+            if len(blocks) > 1:
+                sys.stdout.buffer.write(f"# {container.name}\n".encode())
+            sys.stdout.buffer.write(docker_output(letters))
+        sys.stdout.flush()
+        reported = len(blocks)
+    else:
+        reports = [(c.name or c.id, changes) for c, changes in result.reports]
+        typer.echo(diff_output(reports, format.value), nl=False)
+        reported = len(reports)
+    if not reported and result.problems:
+        raise fail("no container could be analysed.")
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog("o2f trace sample.o2f s-web /srv/data/gone.txt"),
+)
+def trace(
+    snapshot: str = typer.Argument(..., help="Snapshot file."),
+    container: str = typer.Argument(..., help="Container (name, id or id prefix)."),
+    path: str = typer.Argument(..., help="Path inside the container (raw bytes as \\xHH)."),
+    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="Output format."),
+) -> None:
+    """Show every layer, top to bottom, that has a path or hides it, and which one wins."""
+    analysis = open_analysis(snapshot)
+    raw = cli_path(path)
+    steps, final = api.trace(analysis, analysis.find_container(container), raw)
+    typer.echo(trace_output(steps, final, raw, format.value), nl=False)
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog("o2f history sample.o2f sample/app:1", "o2f history sample.o2f sample/app:1 -f json"),
+)
+def history(
+    snapshot: str = typer.Argument(..., help="Snapshot file."),
+    image: str = typer.Argument(..., help="Image (tag, id or id prefix)."),
+    format: ReportFormat = typer.Option(ReportFormat.table, "--format", "-f", help="Output format."),
+) -> None:
+    """Show what each image layer added, modified and deleted relative to the layers below it."""
+    analysis = open_analysis(snapshot)
+    steps = api.history(analysis, analysis.find_image(image))
+    typer.echo(history_output(steps, format.value), nl=False)
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog(
+        "o2f timeline sample.o2f > body.txt && mactime -b body.txt",
+        "o2f timeline sample.o2f s-web --format jsonl",
+    ),
+)
+def timeline(
+    snapshot: str = typer.Argument(..., help="Snapshot file."),
+    containers: list[str] = typer.Argument(None, help="Containers; default: all."),
+    format: TimelineFormat = typer.Option(TimelineFormat.bodyfile, "--format", "-f", help="Output format."),
+) -> None:
+    """List every upperdir change of every container by time (Sleuth Kit bodyfile by default)."""
+    analysis = open_analysis(snapshot)
+    events, problems = api.timeline(analysis, api.select_containers(analysis, containers))
+    for problem in problems:
+        warn(problem)
+    typer.echo(timeline_output(events, format.value), nl=False)

@@ -1,0 +1,925 @@
+"""A tiny layer language for building Docker ``overlay2`` data roots in tests.
+
+In the style of containerd's ``fstest``: a layer is a list of *ops* built with
+:func:`file`, :func:`dir`, :func:`symlink`, :func:`fifo`, :func:`whiteout`,
+:func:`opaque`, :func:`hardlink`, :func:`chardev` (plus :func:`blockdev`,
+:func:`socket` and :func:`sparse`), applied to a directory with
+:func:`write_layer`::
+
+    base = [dir("/etc"), file("/etc/motd", b"hi\\n", mtime=1704067200), symlink("/etc/mtab", "/proc/mounts")]
+    top = [whiteout("/etc/motd"), opaque("/srv"), file("/srv/new.txt", b"new\\n")]
+
+:func:`make_data_root` lays out a whole Docker data root the way Docker Engine
+20.10 writes it (the layout facts of ``shared/corpora/docker-a/README.md``)::
+
+    def attack(merged: Path) -> None:          # runs inside a REAL kernel overlay mount
+        (merged / "etc/motd").unlink()
+
+    dr = make_data_root(root, images={"app:1": [base, top]}, containers={"web": ("app:1", None, attack)})
+    dr.upper("web")                             # overlay2/<mount-id>/diff, exactly as the kernel left it
+
+Image layers are written directly into ``diff/`` (Docker extracts a layer tar
+there); whiteouts are 0/0 character devices and opaque directories carry
+``trusted.overlay.opaque=y``, as Docker's tar extraction on overlay2 creates
+them. Container layers (``-init`` and the RW layer) are changed *through a real
+overlay mount* (:func:`mounted`, :func:`mount_layer`), so their ``diff/`` holds
+exactly what the kernel writes: copy-ups, whiteouts, opaque directories,
+``trusted.overlay.origin/impure/uuid`` and the leftover whiteout in
+``work/work``.
+
+Paths in ops are absolute inside the layer (``"/etc/motd"``; the leading slash
+is optional), as ``str`` or ``bytes`` (any bytes but NUL and ``/`` in a name).
+Missing parent directories are created (0755, root). Ops are applied in order
+with ``*at()`` calls relative to directory descriptors, so paths longer than
+PATH_MAX work; only xattrs on symlinks and devices and sockets need a full path.
+Times given as ``mtime`` are set after every op ran (creating a child changes
+its parent's mtime), atime = mtime.
+
+Needs root for: whiteouts and device nodes (``mknod``), ``trusted.*`` xattrs,
+owners other than the caller, and every overlay mount (containers).
+
+Not reproduced: ``tar-split.json.gz`` (Docker's tar reassembly data), the
+daemon's bolt databases, networks and volumes. ``diff`` ids are the sha256 of a
+deterministic tar of the layer made by :func:`layer_tar` (moby's whiteout
+conventions, but not byte-identical to Docker's own layer tar).
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import hashlib
+import io
+import json
+import os
+import socket as socket_mod
+import stat
+import subprocess
+import tarfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Pathish = str | bytes
+Ops = Sequence["Op"]
+Action = Callable[[Path], None]
+"""Something done inside a mounted container: receives the ``merged/`` path."""
+
+DOCKER_VERSION = "20.10.24+dfsg1"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+# --- ops -----------------------------------------------------------------------
+
+
+def _rel(path: Pathish) -> bytes:
+    raw = os.fsencode(path).strip(b"/")
+    if not raw or b"\0" in raw or any(part in (b"", b".", b"..") for part in raw.split(b"/")):
+        raise ValueError(f"bad layer path {path!r}")
+    return raw
+
+
+def _ns(mtime: float | int | None) -> int | None:
+    if mtime is None:
+        return None
+    if isinstance(mtime, int):
+        return mtime * 1_000_000_000
+    return round(mtime * 1_000_000_000)
+
+
+@dataclass(frozen=True)
+class Op:
+    """One change to a layer; ``path`` is relative to the layer root, as bytes."""
+
+    path: bytes
+    mode: int = 0o644
+    uid: int = 0
+    gid: int = 0
+    mtime_ns: int | None = None
+    xattrs: tuple[tuple[str, bytes], ...] = ()
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        raise NotImplementedError
+
+    def _owner_and_mode(self, parent_fd: int, name: bytes, *, chmod: bool = True) -> None:
+        # chown first: it clears setuid/setgid and security.capability
+        os.chown(name, self.uid, self.gid, dir_fd=parent_fd, follow_symlinks=False)
+        if chmod:
+            os.chmod(name, self.mode, dir_fd=parent_fd)
+
+    def _xattrs_on(self, fd: int) -> None:
+        for key, value in self.xattrs:
+            os.setxattr(fd, key, value)
+
+
+@dataclass(frozen=True)
+class File(Op):
+    data: bytes = b""
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=parent_fd)
+        try:
+            view = memoryview(self.data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchown(fd, self.uid, self.gid)
+            os.fchmod(fd, self.mode)
+            self._xattrs_on(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Sparse(Op):
+    size: int = 0
+    chunks: tuple[tuple[int, bytes], ...] = ()
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600, dir_fd=parent_fd)
+        try:
+            os.ftruncate(fd, self.size)
+            for offset, data in self.chunks:
+                os.pwrite(fd, data, offset)
+            os.fchown(fd, self.uid, self.gid)
+            os.fchmod(fd, self.mode)
+            self._xattrs_on(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Dir(Op):
+    mode: int = 0o755
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        try:
+            os.mkdir(name, 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.stat(name, dir_fd=parent_fd, follow_symlinks=False).st_mode):
+                raise
+        fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+        try:
+            os.fchown(fd, self.uid, self.gid)
+            os.fchmod(fd, self.mode)
+            self._xattrs_on(fd)
+        finally:
+            os.close(fd)
+
+
+@dataclass(frozen=True)
+class Symlink(Op):
+    target: bytes = b""
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        _unlink_if_present(parent_fd, name)
+        os.symlink(self.target, name, dir_fd=parent_fd)
+        self._owner_and_mode(parent_fd, name, chmod=False)
+
+
+@dataclass(frozen=True)
+class Node(Op):
+    """FIFOs, device nodes and whiteouts (``mknod``)."""
+
+    ifmt: int = stat.S_IFIFO
+    rdev: int = 0
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        _unlink_if_present(parent_fd, name)
+        os.mknod(name, self.ifmt | self.mode, self.rdev, dir_fd=parent_fd)
+        self._owner_and_mode(parent_fd, name)
+
+
+@dataclass(frozen=True)
+class Socket(Op):
+    mode: int = 0o755
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        _unlink_if_present(parent_fd, name)
+        if len(name) > 100:
+            raise ValueError("a socket name must be shorter than 100 bytes")
+        here = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        sock = socket_mod.socket(socket_mod.AF_UNIX, socket_mod.SOCK_STREAM)
+        try:
+            os.fchdir(parent_fd)  # sun_path is short: bind a relative name
+            sock.bind(name)
+        finally:
+            os.fchdir(here)
+            os.close(here)
+            sock.close()
+        self._owner_and_mode(parent_fd, name)
+
+
+@dataclass(frozen=True)
+class Hardlink(Op):
+    existing: bytes = b""
+
+    def create(self, parent_fd: int, name: bytes) -> None:
+        raise AssertionError("applied by _apply_one")
+
+
+def file(
+    path: Pathish,
+    data: bytes | str = b"",
+    mode: int = 0o644,
+    uid: int = 0,
+    gid: int = 0,
+    mtime: float | None = None,
+    xattrs: dict[str, bytes] | None = None,
+) -> Op:
+    """A regular file (replaces the content of an existing one)."""
+    raw = data.encode() if isinstance(data, str) else bytes(data)
+    return File(_rel(path), mode, uid, gid, _ns(mtime), tuple(sorted((xattrs or {}).items())), raw)
+
+
+def sparse(
+    path: Pathish,
+    size: int,
+    chunks: dict[int, bytes] | None = None,
+    mode: int = 0o644,
+    uid: int = 0,
+    gid: int = 0,
+    mtime: float | None = None,
+) -> Op:
+    """A sparse regular file of *size* bytes (``truncate``), with data written at the given offsets."""
+    return Sparse(_rel(path), mode, uid, gid, _ns(mtime), (), size, tuple(sorted((chunks or {}).items())))
+
+
+def dir(
+    path: Pathish,
+    mode: int = 0o755,
+    uid: int = 0,
+    gid: int = 0,
+    mtime: float | None = None,
+    xattrs: dict[str, bytes] | None = None,
+) -> Op:
+    """A directory (an existing one keeps its content and gets this metadata)."""
+    return Dir(_rel(path), mode, uid, gid, _ns(mtime), tuple(sorted((xattrs or {}).items())))
+
+
+def symlink(path: Pathish, target: Pathish, uid: int = 0, gid: int = 0, mtime: float | None = None) -> Op:
+    return Symlink(_rel(path), 0o777, uid, gid, _ns(mtime), (), os.fsencode(target))
+
+
+def fifo(path: Pathish, mode: int = 0o644, uid: int = 0, gid: int = 0, mtime: float | None = None) -> Op:
+    return Node(_rel(path), mode, uid, gid, _ns(mtime), (), stat.S_IFIFO, 0)
+
+
+def chardev(path: Pathish, major: int, minor: int, mode: int = 0o644, mtime: float | None = None) -> Op:
+    return Node(_rel(path), mode, 0, 0, _ns(mtime), (), stat.S_IFCHR, os.makedev(major, minor))
+
+
+def blockdev(path: Pathish, major: int, minor: int, mode: int = 0o644, mtime: float | None = None) -> Op:
+    return Node(_rel(path), mode, 0, 0, _ns(mtime), (), stat.S_IFBLK, os.makedev(major, minor))
+
+
+def whiteout(path: Pathish, mtime: float | None = None) -> Op:
+    """An overlay whiteout: character device 0/0, mode ``c---------``, owner 0:0."""
+    return Node(_rel(path), 0o000, 0, 0, _ns(mtime), (), stat.S_IFCHR, os.makedev(0, 0))
+
+
+def opaque(
+    path: Pathish,
+    mode: int = 0o755,
+    uid: int = 0,
+    gid: int = 0,
+    mtime: float | None = None,
+    xattr: str = OPAQUE_XATTR,
+) -> Op:
+    """A directory marked opaque (``trusted.overlay.opaque=y``; ``xattr=`` for userxattr mode)."""
+    return Dir(_rel(path), mode, uid, gid, _ns(mtime), ((xattr, b"y"),))
+
+
+def hardlink(path: Pathish, existing: Pathish) -> Op:
+    """A second name for an entry created earlier in the same layer."""
+    return Hardlink(_rel(path), existing=_rel(existing))
+
+
+def socket(path: Pathish, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: float | None = None) -> Op:
+    """A bound (and then closed) unix socket, as ``xhelper socket`` leaves it."""
+    return Socket(_rel(path), mode, uid, gid, _ns(mtime))
+
+
+def _unlink_if_present(parent_fd: int, name: bytes) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(name, dir_fd=parent_fd)
+
+
+# --- applying ops ----------------------------------------------------------------
+
+
+def _open_dir(base_fd: int, parts: Sequence[bytes], create: bool) -> int:
+    """A descriptor of base/parts..., creating missing directories (0755, root) when asked."""
+    fd = os.dup(base_fd)
+    try:
+        for part in parts:
+            if create:
+                try:
+                    os.mkdir(part, 0o755, dir_fd=fd)
+                    os.chmod(part, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def apply(target: Path | str, ops: Iterable[Op]) -> None:
+    """Apply *ops* to the directory *target* (a layer's ``diff/``, or a ``merged/`` view)."""
+    base_fd = os.open(os.fspath(target), _DIR_FLAGS)
+    times: list[tuple[bytes, int]] = []
+    try:
+        for op in ops:
+            parts = op.path.split(b"/")
+            parent = _open_dir(base_fd, parts[:-1], create=True)
+            try:
+                if isinstance(op, Hardlink):
+                    src = op.existing.split(b"/")
+                    src_fd = _open_dir(base_fd, src[:-1], create=False)
+                    try:
+                        os.link(
+                            src[-1], parts[-1], src_dir_fd=src_fd, dst_dir_fd=parent, follow_symlinks=False
+                        )
+                    finally:
+                        os.close(src_fd)
+                else:
+                    op.create(parent, parts[-1])
+                    if op.xattrs and not isinstance(op, File | Dir | Sparse):
+                        full = os.path.join(os.fsencode(target), op.path)
+                        for key, value in op.xattrs:
+                            os.setxattr(full, key, value, follow_symlinks=False)
+            finally:
+                os.close(parent)
+            if op.mtime_ns is not None:
+                times.append((op.path, op.mtime_ns))
+        for path, ns in times:
+            parts = path.split(b"/")
+            parent = _open_dir(base_fd, parts[:-1], create=False)
+            try:
+                os.utime(parts[-1], ns=(ns, ns), dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(parent)
+    finally:
+        os.close(base_fd)
+
+
+def write_layer(diff_dir: Path | str, ops: Iterable[Op]) -> None:
+    """Create *diff_dir* (0755) if needed and apply *ops* to it, as a layer extraction would."""
+    os.makedirs(diff_dir, 0o755, exist_ok=True)
+    apply(diff_dir, ops)
+
+
+# --- a layer as Docker would tar it (for diff ids) -----------------------------------
+
+
+def _walk_fd(fd: int, rel: bytes) -> Iterator[tuple[int, bytes, bytes, os.stat_result]]:
+    """(parent fd, name, relative path, lstat) for everything below *fd*, sorted by name."""
+    names = sorted(os.fsencode(e.name) for e in os.scandir(fd))
+    for name in names:
+        st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+        path = rel + b"/" + name if rel else name
+        yield fd, name, path, st
+        if stat.S_ISDIR(st.st_mode):
+            child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+            try:
+                yield from _walk_fd(child, path)
+            finally:
+                os.close(child)
+
+
+def layer_tar(diff_dir: Path | str) -> tuple[bytes, int]:
+    """A deterministic PAX tar of a layer with moby's whiteout conventions, and the content size.
+
+    Whiteouts become empty ``.wh.<name>`` files, opaque directories get a
+    ``.wh..wh..opq`` member, hardlinks become link members, sockets are skipped
+    (as GNU tar and moby do), only ``security.capability`` xattrs are kept.
+    """
+    out = io.BytesIO()
+    size = 0
+    seen: dict[tuple[int, int], str] = {}
+    root_fd = os.open(os.fspath(diff_dir), _DIR_FLAGS)
+    try:
+        with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for parent_fd, name, path, st in _walk_fd(root_fd, b""):
+                info = tarfile.TarInfo(os.fsdecode(path))
+                info.mode = st.st_mode & 0o7777
+                info.uid, info.gid = st.st_uid, st.st_gid
+                info.mtime = st.st_mtime
+                fmt = stat.S_IFMT(st.st_mode)
+                data = None
+                if fmt == stat.S_IFCHR and st.st_rdev == 0:
+                    head, _, tail = path.rpartition(b"/")
+                    info.name = os.fsdecode((head + b"/" if head else b"") + b".wh." + tail)
+                    info.mode = 0
+                elif fmt == stat.S_IFSOCK:
+                    continue
+                elif (st.st_ino, st.st_dev) in seen and fmt != stat.S_IFDIR:
+                    info.type = tarfile.LNKTYPE
+                    info.linkname = seen[(st.st_ino, st.st_dev)]
+                elif fmt == stat.S_IFREG:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=parent_fd)
+                    with builtins.open(fd, "rb") as handle:
+                        data = handle.read()
+                    info.size = len(data)
+                    size += len(data)
+                    if st.st_nlink > 1:
+                        seen[(st.st_ino, st.st_dev)] = info.name
+                elif fmt == stat.S_IFDIR:
+                    info.type = tarfile.DIRTYPE
+                elif fmt == stat.S_IFLNK:
+                    info.type = tarfile.SYMTYPE
+                    info.linkname = os.fsdecode(os.readlink(name, dir_fd=parent_fd))
+                elif fmt == stat.S_IFIFO:
+                    info.type = tarfile.FIFOTYPE
+                elif fmt in (stat.S_IFCHR, stat.S_IFBLK):
+                    info.type = tarfile.CHRTYPE if fmt == stat.S_IFCHR else tarfile.BLKTYPE
+                    info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+                if fmt in (stat.S_IFREG, stat.S_IFDIR):
+                    full = os.path.join(os.fsencode(diff_dir), path)
+                    try:
+                        cap = os.getxattr(full, "security.capability", follow_symlinks=False)
+                        info.pax_headers["SCHILY.xattr.security.capability"] = cap.decode("latin-1")
+                    except OSError:
+                        pass
+                tar.addfile(info, io.BytesIO(data) if data is not None else None)
+                if fmt == stat.S_IFDIR:
+                    try:
+                        full = os.path.join(os.fsencode(diff_dir), path)
+                        marked = os.getxattr(full, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+                    except OSError:
+                        marked = False
+                    if marked:
+                        wh = tarfile.TarInfo(os.fsdecode(path + b"/.wh..wh..opq"))
+                        wh.mtime = st.st_mtime
+                        tar.addfile(wh, io.BytesIO(b""))
+    finally:
+        os.close(root_fd)
+    return out.getvalue(), size
+
+
+# --- a Docker data root ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """A container to create: *init* populates its ``-init`` layer (default: what dockerd does),
+    *run* is done inside its mounted root. *state*: created (never started), exited or running
+    (``merged/`` stays as an empty directory, like in a seized tar of a live host)."""
+
+    image: str
+    init: Ops | Action | None = None
+    run: Ops | Action | None = None
+    state: str | None = None  # default: "exited" when run is given, else "created"
+    exit_code: int = 0
+
+
+@dataclass
+class ImageRecord:
+    name: str  # repository:tag
+    id: str  # sha256:<hex of the config>
+    diff_ids: list[str]
+    chain_ids: list[str]
+    layers: list[str]  # overlay2 cache ids, bottom to top
+
+
+@dataclass
+class ContainerRecord:
+    name: str
+    id: str
+    image: ImageRecord
+    mount_id: str  # the RW layer (upperdir)
+    init_id: str  # <mount-id>-init
+    state: str
+
+    @property
+    def chain(self) -> list[str]:
+        """Layer ids below the upper, nearest first (init, then the image top to bottom)."""
+        return [self.init_id, *reversed(self.image.layers)]
+
+
+@dataclass
+class DataRoot:
+    root: Path
+    images: dict[str, ImageRecord] = field(default_factory=dict)
+    containers: dict[str, ContainerRecord] = field(default_factory=dict)
+
+    def diff(self, layer_id: str) -> Path:
+        return self.root / "overlay2" / layer_id / "diff"
+
+    def upper(self, container: str) -> Path:
+        return self.diff(self.containers[container].mount_id)
+
+
+class _Ids:
+    """Deterministic stand-ins for Docker's random ids (64 hex) and l/ names (26 base32)."""
+
+    def __init__(self, seed: str) -> None:
+        self.seed = seed
+        self.count = 0
+
+    def _next(self) -> bytes:
+        self.count += 1
+        return hashlib.sha256(f"layerlang/{self.seed}/{self.count}".encode()).digest()
+
+    def hex64(self) -> str:
+        return self._next().hex()
+
+    def short(self) -> str:
+        return base64.b32encode(self._next()[:16]).decode()[:26]
+
+
+def _mkdir(path: Path, mode: int) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chmod(path, mode)
+    return path
+
+
+def _write(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.chmod(path, mode)
+
+
+def _iso(seconds: float) -> str:
+    import datetime
+
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000Z"
+
+
+class _Builder:
+    def __init__(self, root: Path, seed: str, clock: float) -> None:
+        self.root = root
+        self.ids = _Ids(seed)
+        self.clock = clock
+        self.overlay2 = _mkdir(root / "overlay2", 0o710)
+        _mkdir(self.overlay2 / "l", 0o700)
+        self.image_dir = _mkdir(root / "image", 0o700) / "overlay2"
+        _mkdir(self.image_dir, 0o700)
+        self.layerdb = _mkdir(self.image_dir / "layerdb", 0o700)
+        _mkdir(self.layerdb / "sha256", 0o755)
+        _mkdir(self.layerdb / "mounts", 0o755)
+        _mkdir(self.image_dir / "imagedb" / "content" / "sha256", 0o700)
+        _mkdir(self.image_dir / "imagedb" / "metadata" / "sha256", 0o700)
+        _mkdir(self.image_dir / "distribution", 0o700)
+        _mkdir(root / "containers", 0o710)
+        _mkdir(root / "volumes", 0o701)
+        _mkdir(root / "tmp", 0o700)
+        self.links: dict[str, str] = {}  # layer id -> short name
+        self.by_chain: dict[str, str] = {}  # chain id -> layer id
+
+    def tick(self) -> str:
+        self.clock += 1.25
+        return _iso(self.clock)
+
+    def new_layer(self, layer_id: str, lower_ids: Sequence[str], *, committed: bool) -> Path:
+        """overlay2/<id>/{diff,link,lower,work,committed} and l/<short> -> ../<id>/diff."""
+        layer = _mkdir(self.overlay2 / layer_id, 0o710)
+        _mkdir(layer / "diff", 0o755)
+        short = self.ids.short()
+        _write(layer / "link", short)
+        os.symlink(f"../{layer_id}/diff", self.overlay2 / "l" / short)
+        self.links[layer_id] = short
+        if lower_ids:
+            _write(layer / "lower", ":".join(f"l/{self.links[i]}" for i in lower_ids))
+            _mkdir(layer / "work", 0o700)
+        if committed:
+            _write(layer / "committed", b"", 0o600)
+        return layer
+
+    def image(self, name: str, layers: Sequence[Ops]) -> ImageRecord:
+        if ":" not in name.rpartition("/")[2]:
+            name += ":latest"
+        diff_ids: list[str] = []
+        chain_ids: list[str] = []
+        layer_ids: list[str] = []
+        for ops in layers:
+            cache_id = self.ids.hex64()
+            layer = self.new_layer(cache_id, list(reversed(layer_ids)), committed=True)
+            write_layer(layer / "diff", ops)
+            tar, size = layer_tar(layer / "diff")
+            diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
+            parent = chain_ids[-1] if chain_ids else None
+            chain_id = (
+                diff_id
+                if parent is None
+                else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+            )
+            if chain_id in self.by_chain:  # the same layer already exists: Docker shares it
+                self._drop_layer(cache_id)
+                cache_id = self.by_chain[chain_id]
+            else:
+                self.by_chain[chain_id] = cache_id
+                record = _mkdir(self.layerdb / "sha256" / chain_id.removeprefix("sha256:"), 0o700)
+                _write(record / "cache-id", cache_id)
+                _write(record / "diff", diff_id)
+                _write(record / "size", str(size))
+                if parent is not None:
+                    _write(record / "parent", parent)
+            diff_ids.append(diff_id)
+            chain_ids.append(chain_id)
+            layer_ids.append(cache_id)
+        config = {
+            "architecture": "amd64",
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": ["/bin/sh"],
+                "Labels": {"org.example.layerlang": name},
+            },
+            "created": self.tick(),
+            "docker_version": DOCKER_VERSION,
+            "history": [
+                {"created": self.tick(), "created_by": f"layerlang layer {i}"} for i in range(len(layers))
+            ],
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        raw = json.dumps(config, separators=(",", ":")).encode()
+        image_id = "sha256:" + hashlib.sha256(raw).hexdigest()
+        _write(
+            self.image_dir / "imagedb" / "content" / "sha256" / image_id.removeprefix("sha256:"), raw, 0o600
+        )
+        return ImageRecord(name, image_id, diff_ids, chain_ids, layer_ids)
+
+    def _drop_layer(self, layer_id: str) -> None:
+        import shutil
+
+        short = self.links.pop(layer_id)
+        os.unlink(self.overlay2 / "l" / short)
+        shutil.rmtree(self.overlay2 / layer_id)
+
+    def container(self, name: str, spec: ContainerSpec, image: ImageRecord) -> ContainerRecord:
+        state = spec.state or ("exited" if spec.run is not None else "created")
+        container_id = self.ids.hex64()
+        mount_id = self.ids.hex64()
+        init_id = mount_id + "-init"
+        image_lowers = list(reversed(image.layers))
+        self.new_layer(init_id, image_lowers, committed=True)
+        _run_in(self.root, init_id, docker_init if spec.init is None else spec.init)
+        self.new_layer(mount_id, [init_id, *image_lowers], committed=False)
+        if state != "created":
+            _run_in(self.root, mount_id, spec.run if spec.run is not None else [])
+            if state == "running":
+                _mkdir(self.overlay2 / mount_id / "merged", 0o755)
+        record = _mkdir(self.layerdb / "mounts" / container_id, 0o755)
+        _write(record / "mount-id", mount_id)
+        _write(record / "init-id", init_id)
+        _write(record / "parent", image.chain_ids[-1])
+        self._container_files(container_id, name, image, state, spec.exit_code)
+        return ContainerRecord(name, container_id, image, mount_id, init_id, state)
+
+    def _container_files(self, cid: str, name: str, image: ImageRecord, state: str, exit_code: int) -> None:
+        cdir = _mkdir(self.root / "containers" / cid, 0o710)
+        _mkdir(cdir / "checkpoints", 0o700)
+        created = self.tick()
+        started = self.tick() if state != "created" else _ZERO_TIME
+        finished = self.tick() if state == "exited" else _ZERO_TIME
+        config = {
+            "StreamConfig": {},
+            "State": {
+                "Running": state == "running",
+                "Paused": False,
+                "Restarting": False,
+                "OOMKilled": False,
+                "RemovalInProgress": False,
+                "Dead": False,
+                "Pid": 4242 if state == "running" else 0,
+                "ExitCode": exit_code,
+                "Error": "",
+                "StartedAt": started,
+                "FinishedAt": finished,
+                "Health": None,
+            },
+            "ID": cid,
+            "Created": created,
+            "Managed": False,
+            "Path": "/bin/sh",
+            "Args": [],
+            "Config": {
+                "Hostname": cid[:12],
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": ["/bin/sh"],
+                "Image": image.name,
+                "Labels": {"org.example.layerlang": name},
+            },
+            "Image": image.id,
+            "LogPath": f"/var/lib/docker/containers/{cid}/{cid}-json.log",
+            "Name": "/" + name,
+            "Driver": "overlay2",
+            "OS": "linux",
+            "RestartCount": 0,
+            "HasBeenStartedBefore": state != "created",
+            "MountPoints": {},
+        }
+        _write(cdir / "config.v2.json", json.dumps(config, separators=(",", ":")), 0o600)
+        hostconfig = {
+            "Binds": None,
+            "LogConfig": {"Type": "json-file", "Config": {}},
+            "NetworkMode": "none",
+            "RestartPolicy": {"Name": "no", "MaximumRetryCount": 0},
+            "Runtime": "runc",
+        }
+        _write(cdir / "hostconfig.json", json.dumps(hostconfig, separators=(",", ":")))
+        if state != "created":
+            _mkdir(cdir / "mounts", 0o710)
+            _write(cdir / "hostname", cid[:12] + "\n")
+            _write(cdir / "hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+            _write(cdir / "resolv.conf", "nameserver 127.0.0.1\n")
+            _write(
+                cdir / "resolv.conf.hash", "sha256:" + hashlib.sha256(b"nameserver 127.0.0.1\n").hexdigest()
+            )
+            _write(cdir / f"{cid}-json.log", b"", 0o640)
+
+    def repositories(self, images: dict[str, ImageRecord]) -> None:
+        repos: dict[str, dict[str, str]] = {}
+        for record in images.values():
+            repo = record.name.rpartition(":")[0]
+            repos.setdefault(repo, {})[record.name] = record.id
+        _write(
+            self.image_dir / "repositories.json", json.dumps({"Repositories": repos}, separators=(",", ":"))
+        )
+
+
+def make_data_root(
+    root: Path | str,
+    images: dict[str, Sequence[Ops]] | None = None,
+    containers: dict[str, tuple[str, Ops | Action | None, Ops | Action | None] | ContainerSpec] | None = None,
+    *,
+    seed: str = "0",
+    clock: float = 1_704_067_200.0,
+) -> DataRoot:
+    """Write a Docker 20.10 ``overlay2`` data root at *root* and return its ids.
+
+    *images*: ``{"repo:tag": [layer ops, bottom first]}``; layers with the same
+    chain id are shared between images, as Docker's layer store does.
+    *containers*: ``{name: (image, init, run)}`` or ``{name: ContainerSpec}``.
+    ``init`` None means dockerd's own ``-init`` content (:func:`docker_init`);
+    ``run`` is a list of ops or a callable receiving the ``merged/`` path, both
+    applied through a real overlay mount of the container (needs root).
+    ids are deterministic for one *seed*; timestamps in JSON start at *clock*.
+    """
+    root = Path(root)
+    _mkdir(root, 0o710)
+    builder = _Builder(root, seed, clock)
+    result = DataRoot(root)
+    for name, layers in (images or {}).items():
+        record = builder.image(name, layers)
+        result.images[record.name] = record
+    builder.repositories(result.images)
+    for name, spec in (containers or {}).items():
+        if not isinstance(spec, ContainerSpec):
+            spec = ContainerSpec(*spec)
+        image_name = spec.image if spec.image in result.images else spec.image + ":latest"
+        result.containers[name] = builder.container(name, spec, result.images[image_name])
+    return result
+
+
+# --- the kernel -------------------------------------------------------------------------
+
+
+def docker_init(merged: Path) -> None:
+    """What dockerd's ``setupInitLayer`` (moby daemon/initlayer) does in the mounted ``-init`` layer."""
+    entries = {
+        "/dev/pts": "dir",
+        "/dev/shm": "dir",
+        "/proc": "dir",
+        "/sys": "dir",
+        "/.dockerenv": "file",
+        "/etc/resolv.conf": "file",
+        "/etc/hosts": "file",
+        "/etc/hostname": "file",
+        "/dev/console": "file",
+        "/etc/mtab": "/proc/mounts",
+    }
+    for path, kind in entries.items():
+        prev = str(merged)
+        for part in path.strip("/").split("/"):
+            prev = os.path.join(prev, part)
+            with suppress(OSError):
+                os.unlink(prev)  # fails on directories, as in moby
+        full = str(merged) + path
+        if os.path.exists(full):
+            continue
+        _mkdirs_root(os.path.dirname(full))
+        if kind == "dir":
+            _mkdirs_root(full)
+        elif kind == "file":
+            fd = os.open(full, os.O_CREAT | os.O_WRONLY, 0o755)
+            os.fchown(fd, 0, 0)
+            os.close(fd)
+        else:
+            os.symlink(kind, full)
+
+
+def _mkdirs_root(path: str) -> None:
+    if os.path.isdir(path):
+        return
+    _mkdirs_root(os.path.dirname(path))
+    os.mkdir(path, 0o755)
+    os.chown(path, 0, 0)
+
+
+def _run_in(root: Path, layer_id: str, what: Ops | Action) -> None:
+    with mount_layer(root, layer_id) as merged:
+        if callable(what):
+            what(merged)
+        else:
+            apply(merged, what)
+
+
+def _container_layer(root: Path, container: str | ContainerRecord) -> str:
+    if isinstance(container, ContainerRecord):
+        return container.mount_id
+    mounts = root / "image" / "overlay2" / "layerdb" / "mounts"
+    if (mounts / container / "mount-id").is_file():
+        return (mounts / container / "mount-id").read_text().strip()
+    for config in (root / "containers").glob("*/config.v2.json"):
+        if json.loads(config.read_bytes()).get("Name") == "/" + container:
+            return (mounts / config.parent.name / "mount-id").read_text().strip()
+    raise KeyError(f"no container {container!r} in {root}")
+
+
+@contextmanager
+def mount_layer(root: Path | str, layer_id: str, *, options: str = "") -> Iterator[Path]:
+    """Mount layer *layer_id* of data root *root* as overlay upper, like dockerd's overlay2 driver.
+
+    ``mount -t overlay overlay -o lowerdir=l/A:l/B,upperdir=<id>/diff,workdir=<id>/work <id>/merged``
+    run with cwd ``overlay2/`` (the driver's relative form), no other options unless
+    *options* adds some. Yields ``overlay2/<id>/merged``; unmounts and removes it afterwards.
+    """
+    overlay2 = Path(root) / "overlay2"
+    layer = overlay2 / layer_id
+    lower = (layer / "lower").read_text()
+    work = layer / "work"
+    if not work.exists():
+        _mkdir(work, 0o700)
+    merged = layer / "merged"
+    created = not merged.exists()
+    if created:
+        _mkdir(merged, 0o700)
+    opts = f"lowerdir={lower},upperdir={layer_id}/diff,workdir={layer_id}/work"
+    if options:
+        opts += "," + options
+    done = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, f"{layer_id}/merged"],
+        cwd=overlay2,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        if created:
+            merged.rmdir()
+        raise OSError(f"mount of layer {layer_id} failed: {done.stderr.strip()}")
+    try:
+        yield merged
+    finally:
+        subprocess.run(["umount", str(merged)], check=True, capture_output=True)
+        if created:
+            merged.rmdir()
+
+
+@contextmanager
+def mounted(root: Path | str, container: str | ContainerRecord, *, options: str = "") -> Iterator[Path]:
+    """Mount a container's root (by name, container id or record) and yield its ``merged/`` path.
+
+    Works on any Docker data root, e.g. a copy of the docker-a corpus::
+
+        with mounted(copy, "a-web") as merged:
+            (merged / "etc/motd").unlink()
+    """
+    root = Path(root)
+    with mount_layer(root, _container_layer(root, container), options=options) as merged:
+        yield merged
+
+
+__all__ = [
+    "ContainerRecord",
+    "ContainerSpec",
+    "DataRoot",
+    "ImageRecord",
+    "Op",
+    "apply",
+    "blockdev",
+    "chardev",
+    "dir",
+    "docker_init",
+    "fifo",
+    "file",
+    "hardlink",
+    "layer_tar",
+    "make_data_root",
+    "mount_layer",
+    "mounted",
+    "opaque",
+    "socket",
+    "sparse",
+    "symlink",
+    "whiteout",
+    "write_layer",
+]
