@@ -917,9 +917,76 @@ __all__ = [
     "mount_layer",
     "mounted",
     "opaque",
+    "scan",
     "socket",
     "sparse",
     "symlink",
     "whiteout",
     "write_layer",
 ]
+
+
+# --- an independent reference reading -------------------------------------------------
+
+
+def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, object]]:
+    """Every entry below *diff_dir* read with plain ``lstat``/``llistxattr``/``readlink`` (never o2f).
+
+    Keys are layer paths (``b"/"`` is the diff root itself); values carry the
+    snapshot's entry fields (kind, mode, uid, gid, size, mtime_ns, atime_ns,
+    ctime_ns, inode, nlink, rdev_major, rdev_minor, target, xattrs, blake3).
+    Everything is lstat-ed before any file is read, directories are listed and
+    files opened with ``O_NOATIME``, so the recorded atimes are those before the
+    scan. ``read=False`` reads neither symlinks (``readlink`` updates their
+    atime) nor file contents: ``target`` and ``blake3`` stay None.
+    """
+    from blake3 import blake3
+
+    kinds = {
+        stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFCHR: "char",
+        stat.S_IFBLK: "block", stat.S_IFIFO: "fifo", stat.S_IFSOCK: "socket",
+    }  # fmt: skip
+    root = os.fsencode(os.path.abspath(diff_dir))
+    out: dict[bytes, dict[str, object]] = {}
+    pending = [b"/"]
+    while pending:
+        path = pending.pop()
+        full = root if path == b"/" else root + path
+        st = os.lstat(full)
+        kind = kinds[stat.S_IFMT(st.st_mode)]
+        device = kind in ("char", "block")
+        names = sorted(os.listxattr(full, follow_symlinks=False))
+        out[path] = {
+            "kind": kind,
+            "mode": st.st_mode & 0o7777,
+            "uid": st.st_uid,
+            "gid": st.st_gid,
+            "size": st.st_size,
+            "mtime_ns": st.st_mtime_ns,
+            "atime_ns": st.st_atime_ns,
+            "ctime_ns": st.st_ctime_ns,
+            "inode": st.st_ino,
+            "nlink": st.st_nlink,
+            "rdev_major": os.major(st.st_rdev) if device else None,
+            "rdev_minor": os.minor(st.st_rdev) if device else None,
+            "target": os.readlink(full) if kind == "symlink" and read else None,
+            "xattrs": tuple((n, os.getxattr(full, n, follow_symlinks=False)) for n in names),
+            "blake3": None,
+        }
+        if kind == "dir":
+            prefix = b"" if path == b"/" else path
+            fd = os.open(full, _DIR_FLAGS | getattr(os, "O_NOATIME", 0))
+            try:
+                pending.extend(prefix + b"/" + os.fsencode(name) for name in os.listdir(fd))
+            finally:
+                os.close(fd)
+    if read:
+        for path, row in out.items():
+            if row["kind"] == "file":
+                fd = os.open(root + path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
+                hasher = blake3()
+                with builtins.open(fd, "rb") as handle:
+                    while chunk := handle.read(1 << 20):
+                        hasher.update(chunk)
+                row["blake3"] = hasher.hexdigest()
+    return out

@@ -213,7 +213,9 @@ def apply_layer(base: View, layer: Sequence[Entry]) -> tuple[View, list[Removal]
             if data is not None and data.kind is Kind.FILE:
                 merged = replace(merged, size=data.size, blake3=data.blake3)
         b.put(merged)
-    return View(b.entries, b.children), b.removals, b.orphan_whiteouts
+    # A path hidden and then provided again by the layer itself is replaced, not gone.
+    removals = [r for r in b.removals if r.path not in b.entries]
+    return View(b.entries, b.children), removals, b.orphan_whiteouts
 
 
 def flatten(layers_top_first: Sequence[Sequence[Entry]]) -> View:

@@ -346,3 +346,29 @@ def table(name: str) -> Table:
         if candidate.name == name:
             return candidate
     raise KeyError(name)
+
+
+def _type_name(column: Column) -> str:
+    return {int: "INTEGER", str: "TEXT", bytes: "BLOB", float: "FLOAT"}[column.type]
+
+
+def markdown() -> str:
+    """The table and view reference in docs/schema.md (generated with cog from this module)."""
+    lines = [f"Schema version **{SCHEMA_VERSION}** (`_o2f_meta.schema_version`, also `PRAGMA user_version`).", ""]
+    for t in TABLES:
+        lines += [f"### `{t.name}`", "", t.description, ""]
+        pk = t.pk if isinstance(t.pk, str) else ", ".join(t.pk)
+        extra = [f"primary key `{pk}`"]
+        extra += [f"`{col}` → `{ref}.{refcol}`" for col, ref, refcol in t.foreign_keys]
+        extra += ["index (" + ", ".join(f"`{c}`" for c in cols) + ")" for cols in t.indexes]
+        extra += ["unique (" + ", ".join(f"`{c}`" for c in cols) + ")" for cols in t.unique_indexes]
+        lines += ["; ".join(extra) + ".", "", "| column | type | description |", "| --- | --- | --- |"]
+        for c in t.columns:
+            null = " NOT NULL" if c.not_null else ""
+            description = c.description.replace("|", "\\|")
+            lines.append(f"| `{c.name}` | {_type_name(c)}{null} | {description} |")
+        lines.append("")
+    lines += ["## Views", ""]
+    for v in VIEWS:
+        lines += [f"### `{v.name}`", "", v.description, "", "```sql", v.sql, "```", ""]
+    return "\n".join(lines)
