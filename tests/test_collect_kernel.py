@@ -19,8 +19,11 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from conftest import needs_root
-from layerlang import (
+
+from forensics import api
+from forensics.model import Entry, Kind, path_to_text
+from tests.conftest import needs_root
+from tests.layerlang import (
     dir,
     file,
     hardlink,
@@ -30,9 +33,6 @@ from layerlang import (
     symlink,
     whiteout,
 )
-
-from forensics import api
-from forensics.model import Entry, Kind, path_to_text
 
 pytestmark = [needs_root, pytest.mark.root]
 
