@@ -81,7 +81,7 @@ def _load_mounts(mounts_file: str | None, source: Source) -> tuple[list[Mount], 
         except MountTableError:
             return [], "none"
         root = os.fsencode(os.path.realpath(source.location))
-        if mounts_referencing(live, root) and any(m.fs_type.startswith(("overlay", "fuse.")) for m in live):
+        if any(m.upperdir or m.lowerdirs for m in mounts_referencing(live, root)):
             return live, "/proc/self/mountinfo"
     return [], "none"
 
@@ -229,7 +229,11 @@ def diff(analysis: Analysis, names: Sequence[str] | None, *, docker: bool = Fals
     reports: list[tuple[Container, list[Change]]] = []
     letters: list[tuple[Container, list[tuple[str, bytes]]]] = []
     problems: list[str] = []
-    for container in select_containers(analysis, names):
+    selected = select_containers(analysis, names)
+    analysis.prepare(selected)
+    for container in selected:
+        if container.problem:
+            problems.append(f"container {container.name or container.id}: {container.problem}")
         try:
             views = analysis.container_views(container)
         except ChainError as exc:

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from forensics import api
+from forensics.analyze.diff import forensic_changes
 from forensics.model import Kind
 from tests import layerlang as ll
 from tests.conftest import needs_root
@@ -175,6 +176,17 @@ def _o2f_view(snapshot: Path, container: str) -> dict[bytes, tuple]:  # type: ig
     return out
 
 
+def _scoped_report_equals_full_report(snapshot: Path) -> None:
+    """The fast path (image views scoped to what the upper layers touch) keeps the full path's contract."""
+    full, _ = api.open_analysis(str(snapshot))
+    expected = {c.id: forensic_changes(c, full.container_views(c)) for c in full.containers}
+    scoped, _ = api.open_analysis(str(snapshot))
+    result = api.diff(scoped, None)
+    assert {c.id: changes for c, changes in result.reports} == expected
+    full.snapshot.close()
+    scoped.snapshot.close()
+
+
 def _compare(root: Path, tmp: Path, image_step: str, ops: list) -> None:  # type: ignore[type-arg]
     def run(merged: Path) -> None:
         for op in ops:
@@ -189,6 +201,7 @@ def _compare(root: Path, tmp: Path, image_step: str, ops: list) -> None:  # type
     lower = (root / "overlay2" / record.mount_id / "lower").read_text()
     kernel = _kernel_view(root, record.mount_id, lower)
     mine = _o2f_view(snapshot, "c")
+    _scoped_report_equals_full_report(snapshot)
     assert set(mine) == set(kernel), {"only o2f": sorted(set(mine) - set(kernel)), "only kernel": sorted(set(kernel) - set(mine))}
     for path in sorted(kernel):
         assert mine[path] == kernel[path], (path, ops)

@@ -7,10 +7,12 @@ shared by every image and container built on it.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from forensics.errors import ChainError, NotFoundError
-from forensics.model import Container, Entry, Image, Layer
+from forensics.model import Container, Entry, Image, Kind, Layer, ancestors, join_path, parent_path
+from forensics.overlay import rules
 from forensics.overlay.merge import Removal, View, apply_layer, sort_layer
 from forensics.store.reader import Snapshot
 
@@ -40,6 +42,38 @@ class ContainerViews(LayerDelta):
     stack: Stack
 
 
+@dataclass
+class Scope:
+    """The part of a view a set of layers can touch: paths (closed under ancestors) and whole subtrees."""
+
+    paths: set[bytes] = field(default_factory=lambda: {b"/"})
+    subtrees: set[bytes] = field(default_factory=set)
+    everything: bool = False
+
+    def add_paths(self, paths: Iterable[bytes]) -> None:
+        for path in paths:
+            if path not in self.paths:
+                self.paths.add(path)
+                self.paths.update(ancestors(path))
+
+    def add_layer(self, entries: Iterable[Entry]) -> None:
+        for entry in entries:
+            path = entry.path
+            self.add_paths((path,))
+            hides_below = entry.kind is not Kind.DIR or (bool(entry.xattrs) and rules.is_opaque(entry))
+            if entry.kind is Kind.DIR and entry.xattrs:
+                redirect = rules.redirect_of(entry)
+                if redirect is not None:
+                    hides_below = True
+                    source = redirect if redirect.startswith(b"/") else join_path(parent_path(path), redirect)
+                    self.add_paths((source,))
+                    self.subtrees.add(source)
+            if hides_below:
+                if path == b"/":
+                    self.everything = True
+                self.subtrees.add(path)
+
+
 class Analysis:
     """One snapshot opened for analysis; caches layer entries and merged views."""
 
@@ -47,6 +81,7 @@ class Analysis:
         self.snapshot = snapshot
         self._layer_entries: dict[str, list[Entry]] = {}
         self._views: dict[tuple[str, ...], View] = {(): View()}
+        self._scoped: dict[tuple[str, ...], View] = {}
 
     @property
     def containers(self) -> list[Container]:
@@ -124,12 +159,57 @@ class Analysis:
             self._views[chain] = view
         return view
 
+    # -- scoped views: only what a set of upper layers can touch ------------------------
+
+    def prepare(self, containers: Iterable[Container]) -> None:
+        """Scope the image views of these containers to what their upper and init layers touch.
+
+        A change report only looks at the paths an upper layer holds, their
+        ancestors, the subtrees it hides and the hardlink partners of what it
+        replaces. Loading just those entries of the image layers, and merging
+        them with the same rules, gives the same view of every path in scope
+        (a path's visibility depends only on the path and its ancestors in each
+        layer) at a fraction of the cost. One scope per image chain is shared
+        by all its containers.
+        """
+        scopes: dict[tuple[str, ...], Scope] = {}
+        for container in containers:
+            try:
+                stack = self.stack(container)
+            except ChainError:
+                continue
+            has_init = bool(stack.baseline) and stack.baseline[0] == container.init_layer
+            image_chain = stack.baseline[1:] if has_init else stack.baseline
+            scope = scopes.setdefault(image_chain, Scope())
+            for layer_id in (stack.upper, *stack.baseline[:1]) if has_init else (stack.upper,):
+                scope.add_layer(self.layer_entries(layer_id))
+        for chain, scope in scopes.items():
+            if not chain or scope.everything:
+                continue
+            scope.add_paths(self.snapshot.paths_sharing_links(chain, scope.paths))
+            view = View()
+            for layer_id in reversed(chain):
+                entries = sort_layer(self.snapshot.entries_in(layer_id, scope.paths, scope.subtrees))
+                view, _, _ = apply_layer(view, entries)
+            self._scoped[chain] = view
+
     def container_views(self, container: Container) -> ContainerViews:
         stack = self.stack(container)
-        baseline = self.view(stack.baseline)
+        baseline = self._baseline(stack)
         upper_entries = self.layer_entries(stack.upper)
         view, removals, orphans = apply_layer(baseline, upper_entries)
         return ContainerViews(baseline, view, removals, orphans, upper_entries, stack)
+
+    def _baseline(self, stack: Stack) -> View:
+        """The baseline view, from a prepared scope when there is one."""
+        for split in range(len(stack.baseline) + 1):
+            scoped = self._scoped.get(stack.baseline[split:])
+            if scoped is not None:
+                view = scoped
+                for layer_id in reversed(stack.baseline[:split]):
+                    view, _, _ = apply_layer(view, self.layer_entries(layer_id))
+                return view
+        return self.view(stack.baseline)
 
     def layer_delta(self, chain: tuple[str, ...]) -> LayerDelta:
         """What the first layer of *chain* (nearest first) did to the layers below it."""

@@ -38,6 +38,7 @@ def _image_names(analysis: Analysis) -> dict[str, str]:
 def container_summaries(analysis: Analysis) -> list[ContainerSummary]:
     names = _image_names(analysis)
     out = []
+    analysis.prepare(analysis.containers)
     for container in analysis.containers:
         problem = container.problem
         upper_size = changes = None
@@ -148,6 +149,7 @@ def timeline(analysis: Analysis, containers: list[Container]) -> tuple[list[Time
     """Every upperdir change of every container, by time (mtime of the upper entry)."""
     events: list[TimelineEvent] = []
     problems: list[str] = []
+    analysis.prepare(containers)
     for container in containers:
         try:
             cv = analysis.container_views(container)

@@ -165,57 +165,69 @@ def apply_layer(base: View, layer: Sequence[Entry]) -> tuple[View, list[Removal]
     """The view with *layer* (sorted parents first) on top of *base*.
 
     Returns the new view, the lower paths the layer hid, and the layer's
-    whiteouts that hid nothing.
+    whiteouts that hid nothing. (The loop is written out: it runs once per
+    entry of every layer analysed.)
     """
     b = _Builder(base)
     entries = b.entries
+    kids_of = b._kids
     for entry in layer:
         path = entry.path
+        head = None
         if path != b"/":
-            parent = entries.get(parent_path(path))
+            head = path.rpartition(b"/")[0] or b"/"
+            parent = entries.get(head)
             if parent is None or parent.kind is not Kind.DIR:
                 # The layer's own parent was not applied (a damaged layer): nothing to hang it on.
                 continue
         old = entries.get(path)
-        if rules.is_whiteout(entry):
+        kind = entry.kind
+        if kind is Kind.CHAR and rules.is_whiteout(entry):
             if old is None:
                 b.orphan_whiteouts.append(path)
-            elif old.layer_id != entry.layer_id:
+            else:
                 b.remove(path, path, "whiteout")
             continue
-        from_lower = old is not None and old.layer_id != entry.layer_id
-        if entry.kind is Kind.DIR:
+        merged = merged_entry(entry) if entry.xattrs else entry
+        if kind is Kind.DIR:
             redirect = rules.redirect_of(entry) if entry.xattrs else None
-            if from_lower and old.kind is not Kind.DIR:  # type: ignore[union-attr]
-                b.remove_below(path, path, "replaced")
-            elif from_lower and entry.xattrs and rules.is_opaque(entry):
-                b.remove_below(path, path, "opaque")
-            elif redirect is not None:
-                if from_lower:
+            if old is not None:
+                if old.kind is not Kind.DIR:
+                    b.remove_below(path, path, "replaced")
+                elif entry.xattrs and rules.is_opaque(entry):
+                    b.remove_below(path, path, "opaque")
+                elif redirect is not None:
                     b.remove_below(path, path, "redirect")
-                b.put(merged_entry(entry))
+            if redirect is not None:
+                b.put(merged)
                 source = _redirect_path(entry, redirect)
                 lower = base.entries.get(source)
                 if lower is not None and lower.kind is Kind.DIR and source != path:
                     b.graft(source, path)
                 continue
-            b.put(merged_entry(entry))
-            continue
-        if from_lower:
-            b.remove_below(path, path, "replaced")
-        merged = merged_entry(entry)
-        if entry.xattrs and rules.is_metacopy(entry):
-            data_path = path
-            redirect = next((v for n, v in entry.xattrs if n in rules.REDIRECT_XATTRS), None)
-            if redirect is not None:
-                data_path = _redirect_path(entry, redirect)
-            data = base.entries.get(data_path)
-            if data is not None and data.kind is Kind.FILE:
-                merged = replace(merged, size=data.size, blake3=data.blake3)
-        b.put(merged)
+        else:
+            if old is not None and old.kind is Kind.DIR:
+                b.remove_below(path, path, "replaced")
+            if entry.xattrs and rules.is_metacopy(entry):
+                merged = _with_lower_data(merged, entry, base)
+        if old is None and head is not None:
+            kids_of(head).add(path)
+        entries[path] = merged
     # A path hidden and then provided again by the layer itself is replaced, not gone.
-    removals = [r for r in b.removals if r.path not in b.entries]
-    return View(b.entries, b.children), removals, b.orphan_whiteouts
+    removals = [r for r in b.removals if r.path not in entries]
+    return View(entries, b.children), removals, b.orphan_whiteouts
+
+
+def _with_lower_data(merged: Entry, entry: Entry, base: View) -> Entry:
+    """M5: metadata from the metacopy entry, size and hash from the lower file (or its redirect)."""
+    data_path = entry.path
+    redirect = next((v for n, v in entry.xattrs if n in rules.REDIRECT_XATTRS), None)
+    if redirect is not None:
+        data_path = _redirect_path(entry, redirect)
+    data = base.entries.get(data_path)
+    if data is not None and data.kind is Kind.FILE:
+        return replace(merged, size=data.size, blake3=data.blake3)
+    return merged
 
 
 def flatten(layers_top_first: Sequence[Sequence[Entry]]) -> View:

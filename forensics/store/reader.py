@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from urllib.parse import quote
@@ -256,62 +256,74 @@ class Snapshot:
         return rows[0]["content"] if rows else None
 
     def entries(self, layer_id: str) -> list[Entry]:
-        """Every entry of one layer, in path order."""
+        """Every entry of one layer."""
+        return self._entries(layer_id, "", ())
+
+    def entries_in(self, layer_id: str, paths: Iterable[bytes], subtrees: Iterable[bytes]) -> list[Entry]:
+        """One layer's entries at *paths* and below each of *subtrees* (analysis of a part of a view).
+
+        Every subtree root must be among *paths*.
+        """
+        from forensics.model import path_to_text
+
+        out = self._entries(
+            layer_id, " AND path IN (SELECT value FROM json_each(?))", (json.dumps([path_to_text(p) for p in paths]),)
+        )
+        directories = {e.path for e in out if e.kind is Kind.DIR}
+        for top in subtrees:
+            if top not in directories:
+                continue  # nothing below it in this layer
+            # Every descendant of P sorts in [P + '/', P + '0'): '0' follows '/' in byte order.
+            text = path_to_text(top)
+            out += self._entries(layer_id, " AND path >= ? AND path < ?", (text + "/", text + "0"))
+        return out
+
+    def paths_sharing_links(self, layer_ids: Iterable[str], paths: Iterable[bytes]) -> set[bytes]:
+        """Paths in these layers that share a link group with an entry at one of *paths*."""
+        from forensics.model import path_to_text
+
+        layers = json.dumps(list(layer_ids))
+        rows = self._query(
+            "SELECT DISTINCT path FROM entries WHERE layer_id IN (SELECT value FROM json_each(?)) AND link_group IN"
+            " (SELECT link_group FROM entries WHERE link_group IS NOT NULL"
+            " AND layer_id IN (SELECT value FROM json_each(?)) AND path IN (SELECT value FROM json_each(?)))",
+            (layers, layers, json.dumps([path_to_text(p) for p in paths])),
+        )
+        return {path_from_text(row["path"]) for row in rows}
+
+    def _entries(self, layer_id: str, where: str, params: tuple[object, ...]) -> list[Entry]:
         try:
-            cursor = self.conn.execute(
-                "SELECT path, kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode, nlink,"
-                " rdev_major, rdev_minor, target, xattrs, blake3, link_group FROM entries WHERE layer_id = ?",
-                (layer_id,),
-            )
-            rows = cursor.fetchall()
+            rows = self.conn.execute(
+                "SELECT CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode, nlink,"
+                " rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group"
+                " FROM entries WHERE layer_id = ?" + where,
+                (layer_id, *params),
+            ).fetchall()
         except sqlite3.DatabaseError as exc:
             raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
-        return [_entry(layer_id, row) for row in rows]
+        kinds = _KINDS
+        out = []
+        append = out.append
+        for path, kind, mode, uid, gid, size, mtime, atime, ctime, inode, nlink, major, minor, target, xattrs, digest, group in rows:
+            # CAST gives the UTF-8 bytes of the text form: the raw bytes unless it holds an escape.
+            if b"\\" in path:
+                path = path_from_text(path.decode())
+            if target is not None and b"\\" in target:
+                target = path_from_text(target.decode())
+            append(
+                Entry(
+                    layer_id, path, kinds[kind], mode, uid, gid, size, mtime, atime, ctime, inode, nlink, major,
+                    minor, target, _xattrs(xattrs) if xattrs else (), digest, group,
+                )
+            )
+        return out
 
 
 _KINDS = {k.value: k for k in Kind}
 
 
-def _entry(layer_id: str, row: tuple) -> Entry:  # type: ignore[type-arg]
-    (
-        path,
-        kind,
-        mode,
-        uid,
-        gid,
-        size,
-        mtime,
-        atime,
-        ctime,
-        inode,
-        nlink,
-        major,
-        minor,
-        target,
-        xattrs,
-        digest,
-        group,
-    ) = row
-    return Entry(
-        layer_id=layer_id,
-        path=path_from_text(path),
-        kind=_KINDS[kind],
-        mode=mode,
-        uid=uid,
-        gid=gid,
-        size=size,
-        mtime_ns=mtime,
-        atime_ns=atime,
-        ctime_ns=ctime,
-        inode=inode,
-        nlink=nlink,
-        rdev_major=major,
-        rdev_minor=minor,
-        target=None if target is None else path_from_text(target),
-        xattrs=tuple(sorted((k, bytes.fromhex(v)) for k, v in json.loads(xattrs).items())) if xattrs else (),
-        blake3=digest,
-        link_group=group,
-    )
+def _xattrs(text: str) -> tuple[tuple[str, bytes], ...]:
+    return tuple(sorted((k, bytes.fromhex(v)) for k, v in json.loads(text).items()))
 
 
 def _check_file(path: str) -> None:
