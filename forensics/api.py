@@ -6,6 +6,7 @@ storage layout and the writer; nothing here parses or prints.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -19,11 +20,11 @@ from forensics import __version__
 from forensics.analyze.containers import Analysis
 from forensics.analyze.diff import docker_changes, forensic_changes
 from forensics.analyze.report import container_summaries, history, image_summaries, list_view, timeline, trace
-from forensics.capture.engine import Gathered, all_engines
+from forensics.capture.engine import Discovered, Engine, Gathered, all_engines
 from forensics.capture.hash import hash_chunks, hash_file_path
 from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
 from forensics.capture.sources import Noted, Relink, Source, find_source
-from forensics.errors import ChainError, MountTableError, SnapshotError, UsageError
+from forensics.errors import ChainError, MountTableError, O2fError, SnapshotError, UsageError
 from forensics.model import CaptureError, Change, Container, Entry, MetadataFile, Mount, Provenance
 from forensics.overlay import rules
 from forensics.store.reader import Snapshot, SnapshotInfo, open_snapshot
@@ -139,27 +140,41 @@ def collect(
                 writer.relink(item.layer_id, item.path, item.link_group)
             elif isinstance(item, CaptureError):
                 writer.add_error(item)
-        writer.flush()
-        engine = next(e for e in engines if e.name == source.layout.name)  # type: ignore[union-attr]
-        discovered = engine.discover(gathered)
-        writer.add_metadata_files(MetadataFile(p, c) for p, c in sorted(gathered.files.items()))
-        writer.add_layers(discovered.layers, discovered.links)
-        writer.add_image_layers(discovered.image_layers)
-        writer.add_images(discovered.images)
-        writer.add_containers(discovered.containers)
-        writer.add_mounts(mounts)
+        discovered = _write_discovered(writer, engines, source, gathered, mounts)
         provenance.finished_utc = _utc_now()
         provenance.complete = True
         provenance.bytes_read = source.bytes_read
         digest = writer.finish(provenance, hash_chunks)
-    except BaseException:
+    except BaseException as exc:
         provenance.finished_utc = None
         provenance.bytes_read = source.bytes_read
+        if source.layout is not None and not isinstance(exc, KeyboardInterrupt):
+            # What was read before the failure stays analysable (marked incomplete).
+            with contextlib.suppress(Exception):
+                _write_discovered(writer, engines, source, gathered, mounts)
         writer.abort(provenance)
         writer.close()
+        if isinstance(exc, O2fError):
+            raise type(exc)(f"{exc} The partial snapshot {output} is marked incomplete.") from None
         raise
     writer.close()
     return CollectResult(output, digest, hash_file_path(output), provenance, tuple(discovered.warnings))
+
+
+def _write_discovered(
+    writer: SnapshotWriter, engines: list[Engine], source: Source, gathered: Gathered, mounts: list[Mount]
+) -> Discovered:
+    """The layout's account of what was read: layers, chains, images, containers; and the mount table."""
+    writer.flush()
+    engine = next(e for e in engines if e.name == source.layout.name)  # type: ignore[union-attr]
+    discovered = engine.discover(gathered)
+    writer.add_metadata_files(MetadataFile(p, c) for p, c in sorted(gathered.files.items()))
+    writer.add_layers(discovered.layers, discovered.links)
+    writer.add_image_layers(discovered.image_layers)
+    writer.add_images(discovered.images)
+    writer.add_containers(discovered.containers)
+    writer.add_mounts(mounts)
+    return discovered
 
 
 def _chain_first(first: object, rest: object):  # type: ignore[no-untyped-def]

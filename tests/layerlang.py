@@ -846,14 +846,19 @@ def _container_layer(root: Path, container: str | ContainerRecord) -> str:
 
 
 @contextmanager
-def mount_layer(root: Path | str, layer_id: str, *, options: str = "") -> Iterator[Path]:
-    """Mount layer *layer_id* of data root *root* as overlay upper, like dockerd's overlay2 driver.
+def mount_layer(
+    root: Path | str, layer_id: str, *, options: str = "", relative: bool | None = None
+) -> Iterator[Path]:
+    """Mount layer *layer_id* of data root *root* as overlay upper, as dockerd's overlay2 driver does.
 
-    ``mount -t overlay overlay -o lowerdir=l/A:l/B,upperdir=<id>/diff,workdir=<id>/work <id>/merged``
-    run with cwd ``overlay2/`` (the driver's relative form), no other options unless
-    *options* adds some. Yields ``overlay2/<id>/merged``; unmounts and removes it afterwards.
+    ``mount -t overlay overlay -o lowerdir=<l/ links>,upperdir=<id>/diff,workdir=<id>/work <id>/merged``,
+    run with cwd ``overlay2/``. Like moby's driver (``overlay2.Get``) the lowerdirs are the ``l/``
+    links as absolute paths, unless the option string would not fit in a page: then the short
+    relative form (``l/A:l/B``, ``<id>/diff``), which the kernel resolves against the cwd and
+    shows verbatim in mountinfo. ``relative=True``/``False`` forces one form. No other options
+    unless *options* adds some. Yields ``overlay2/<id>/merged``; unmounts and removes it afterwards.
     """
-    overlay2 = Path(root) / "overlay2"
+    overlay2 = Path(root).absolute() / "overlay2"
     layer = overlay2 / layer_id
     lower = (layer / "lower").read_text()
     work = layer / "work"
@@ -863,7 +868,10 @@ def mount_layer(root: Path | str, layer_id: str, *, options: str = "") -> Iterat
     created = not merged.exists()
     if created:
         _mkdir(merged, 0o700)
-    opts = f"lowerdir={lower},upperdir={layer_id}/diff,workdir={layer_id}/work"
+    absolute = ":".join(f"{overlay2}/{part}" for part in lower.split(":"))
+    opts = f"lowerdir={absolute},upperdir={layer}/diff,workdir={layer}/work"
+    if relative or (relative is None and len(opts) + len(options) + 1 > os.sysconf("SC_PAGESIZE") - 1):
+        opts = f"lowerdir={lower},upperdir={layer_id}/diff,workdir={layer_id}/work"
     if options:
         opts += "," + options
     done = subprocess.run(
@@ -885,7 +893,9 @@ def mount_layer(root: Path | str, layer_id: str, *, options: str = "") -> Iterat
 
 
 @contextmanager
-def mounted(root: Path | str, container: str | ContainerRecord, *, options: str = "") -> Iterator[Path]:
+def mounted(
+    root: Path | str, container: str | ContainerRecord, *, options: str = "", relative: bool | None = None
+) -> Iterator[Path]:
     """Mount a container's root (by name, container id or record) and yield its ``merged/`` path.
 
     Works on any Docker data root, e.g. a copy of the docker-a corpus::
@@ -894,7 +904,7 @@ def mounted(root: Path | str, container: str | ContainerRecord, *, options: str 
             (merged / "etc/motd").unlink()
     """
     root = Path(root)
-    with mount_layer(root, _container_layer(root, container), options=options) as merged:
+    with mount_layer(root, _container_layer(root, container), options=options, relative=relative) as merged:
         yield merged
 
 

@@ -33,6 +33,7 @@ from tests.layerlang import (
     dir,
     fifo,
     file,
+    hardlink,
     make_data_root,
     scan,
     socket,
@@ -76,6 +77,7 @@ HOSTILE = [
     file("/secret/locked/inner.txt", "locked\n"),
     dir("/secret/locked", mode=0o000),
     sparse("/big/sparse.img", SPARSE_SIZE),
+    hardlink("/big/sparse-link", "/big/sparse.img"),  # a second name of a file hashed on a worker thread
     file("/big/after.txt", "after\n"),
 ]
 
@@ -203,9 +205,11 @@ def test_a_100_mb_sparse_file_is_hashed_as_its_zeros(hostile, snapshot) -> None:
     assert SPARSE_SIZE % len(chunk) == 0
     for _ in range(SPARSE_SIZE // len(chunk)):
         zeros.update(chunk)
-    entry = {e.path: e for e in snapshot.entries(_layer(hostile))}[b"/big/sparse.img"]
+    rows = {e.path: e for e in snapshot.entries(_layer(hostile))}
+    entry, link = rows[b"/big/sparse.img"], rows[b"/big/sparse-link"]
     assert entry.size == SPARSE_SIZE
     assert entry.blake3 == zeros.hexdigest()
+    assert link.blake3 == entry.blake3 and link.link_group == entry.link_group is not None
 
 
 def test_the_snapshot_verifies(hostile) -> None:

@@ -28,6 +28,7 @@ from tests.layerlang import (
     file,
     hardlink,
     make_data_root,
+    mounted,
     opaque,
     scan,
     symlink,
@@ -281,3 +282,28 @@ def test_stored_paths_are_the_text_form_and_verify_passes(built) -> None:
     assert path_to_text(b"/srv/data/renamed-dir/sub/f2.txt") in stored
     assert api.verify(result.path).ok
     assert result.provenance.complete
+
+
+@pytest.mark.parametrize("relative", [False, True], ids=["absolute-lowerdirs", "relative-lowerdirs"])
+def test_a_live_container_is_captured_from_its_upperdir_not_its_mount(tmp_path: Path, relative: bool) -> None:
+    """A running container: ``merged/`` is an overlay mount point; it is noted, never walked, and the
+    live mount table (read because a mount refers to the data root) records the overlay."""
+    root = make_data_root(
+        tmp_path / "docker",
+        images={"live/app:1": [[file("/etc/motd", "hi\n"), file("/srv/lower-only.txt", "lower\n")]]},
+        containers={"c": ("live/app:1", None, [file("/srv/upper.txt", "upper\n")])},
+        seed=f"live-{relative}",
+    )
+    upper = root.containers["c"].mount_id
+    with mounted(root.root, "c", relative=relative) as merged:
+        assert (merged / "srv/lower-only.txt").read_text() == "lower\n"
+        result = api.collect(str(root.root), str(tmp_path / "live.o2f"))
+    with api.open_snapshot(result.path) as snap:
+        assert snap.layers[upper].has_merged
+        assert {e.path for e in snap.entries(upper)} == set(scan(root.upper("c"), read=False))
+        overlays = [m for m in snap.mounts() if m.fs_type == "overlay" and m.mount_point.endswith(b"/merged")]
+    assert any(m.mount_point == os.fsencode(root.root / "overlay2" / upper / "merged") for m in overlays)
+    mine = next(m for m in overlays if m.mount_point.endswith(upper.encode() + b"/merged"))
+    expected = f"{upper}/diff" if relative else str(root.root / "overlay2" / upper / "diff")
+    assert mine.upperdir == expected.encode()
+    assert len(mine.lowerdirs) == 2 and all(b"l/" in d for d in mine.lowerdirs)
