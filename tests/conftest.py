@@ -19,7 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TAR = REPO / "samples" / "docker-sample.tar.gz"
 
 IS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root (device nodes, trusted.* xattrs, overlay mounts)")
+needs_root = pytest.mark.skipif(
+    not IS_ROOT, reason="needs root (device nodes, trusted.* xattrs, overlay mounts)"
+)
 needs_corpus = pytest.mark.skipif(not DOCKER_A_TAR.exists(), reason=f"corpus not found at {DOCKER_A}")
 
 
@@ -27,7 +29,17 @@ def extract_tar(archive: Path, dest: Path) -> None:
     """GNU tar as root, keeping xattrs, owners, devices and whiteouts exactly."""
     dest.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["tar", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-p", "-xf", str(archive), "-C", str(dest)],
+        [
+            "tar",
+            "--xattrs",
+            "--xattrs-include=*",
+            "--numeric-owner",
+            "-p",
+            "-xf",
+            str(archive),
+            "-C",
+            str(dest),
+        ],
         check=True,
     )
 

@@ -22,5 +22,11 @@ def test_overlay_core_has_no_io_imports() -> None:
     """The overlay package is pure: it imports only the model and the standard library's pure parts."""
     for module in (REPO / "forensics" / "overlay").glob("*.py"):
         text = module.read_text()
-        for banned in ("import os", "import sqlite3", "from forensics.store", "from forensics.capture", "open("):
+        for banned in (
+            "import os",
+            "import sqlite3",
+            "from forensics.store",
+            "from forensics.capture",
+            "open(",
+        ):
             assert banned not in text, f"{module.name} uses {banned!r}"

@@ -57,8 +57,24 @@ IMAGE_STEPS = {
     "modify": [ll.file("/d1/a", b"alpha v2\n", mtime=1_710_000_000)],
 }
 
-PATHS = ["/d1", "/d1/a", "/d1/b", "/d1/s", "/d1/s/deep", "/d2", "/d2/c", "/d2/link", "/f", "/hl1", "/hl2",
-         "/tree", "/tree/x", "/n1", "/d1/n2", "/d2/new"]
+PATHS = [
+    "/d1",
+    "/d1/a",
+    "/d1/b",
+    "/d1/s",
+    "/d1/s/deep",
+    "/d2",
+    "/d2/c",
+    "/d2/link",
+    "/f",
+    "/hl1",
+    "/hl2",
+    "/tree",
+    "/tree/x",
+    "/n1",
+    "/d1/n2",
+    "/d2/new",
+]
 
 
 def _run(merged: Path, op: tuple) -> None:  # type: ignore[type-arg]
@@ -96,7 +112,9 @@ def _run(merged: Path, op: tuple) -> None:  # type: ignore[type-arg]
             with open(full + "/fresh", "wb") as handle:
                 handle.write(b"fresh\n")
         elif name == "rename":
-            shutil.move(full, str(merged) + arg)  # EXDEV on a lower directory falls back to copy + delete, as mv does
+            shutil.move(
+                full, str(merged) + arg
+            )  # EXDEV on a lower directory falls back to copy + delete, as mv does
         elif name == "symlink":
             os.symlink(arg, full)
         elif name == "hardlink":
@@ -119,7 +137,9 @@ op_strategy = st.one_of(
     st.tuples(st.just("rm-rf"), st.sampled_from(PATHS), st.none()),
     st.tuples(st.just("rm-then-mkdir"), st.sampled_from(PATHS), st.none()),
     st.tuples(st.just("rename"), st.sampled_from(PATHS), st.sampled_from(PATHS)),
-    st.tuples(st.just("symlink"), st.sampled_from(PATHS), st.sampled_from(["/etc/shadow", "d1/a", "nowhere"])),
+    st.tuples(
+        st.just("symlink"), st.sampled_from(PATHS), st.sampled_from(["/etc/shadow", "d1/a", "nowhere"])
+    ),
     st.tuples(st.just("hardlink"), st.sampled_from(PATHS), st.sampled_from(PATHS)),
     st.tuples(st.just("setxattr"), st.sampled_from(PATHS), st.binary(min_size=1, max_size=4)),
     st.tuples(st.just("mkfifo"), st.sampled_from(PATHS), st.none()),
@@ -157,10 +177,26 @@ def _describe(full: bytes) -> tuple:  # type: ignore[type-arg]
             digest = blake3(handle.read()).hexdigest()
     if kind is Kind.SYMLINK:
         target = os.readlink(full)
-    xattrs = tuple(sorted((n, os.getxattr(full, n, follow_symlinks=False)) for n in os.listxattr(full, follow_symlinks=False)))
+    xattrs = tuple(
+        sorted(
+            (n, os.getxattr(full, n, follow_symlinks=False))
+            for n in os.listxattr(full, follow_symlinks=False)
+        )
+    )
     rdev = f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}" if kind in (Kind.CHAR, Kind.BLOCK) else None
     size = st.st_size if kind is Kind.FILE else None
-    return (kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, size, st.st_mtime_ns, target, digest, rdev, xattrs)
+    return (
+        kind,
+        st.st_mode & 0o7777,
+        st.st_uid,
+        st.st_gid,
+        size,
+        st.st_mtime_ns,
+        target,
+        digest,
+        rdev,
+        xattrs,
+    )
 
 
 def _o2f_view(snapshot: Path, container: str) -> dict[bytes, tuple]:  # type: ignore[type-arg]
@@ -202,7 +238,10 @@ def _compare(root: Path, tmp: Path, image_step: str, ops: list) -> None:  # type
     kernel = _kernel_view(root, record.mount_id, lower)
     mine = _o2f_view(snapshot, "c")
     _scoped_report_equals_full_report(snapshot)
-    assert set(mine) == set(kernel), {"only o2f": sorted(set(mine) - set(kernel)), "only kernel": sorted(set(kernel) - set(mine))}
+    assert set(mine) == set(kernel), {
+        "only o2f": sorted(set(mine) - set(kernel)),
+        "only kernel": sorted(set(kernel) - set(mine)),
+    }
     for path in sorted(kernel):
         assert mine[path] == kernel[path], (path, ops)
 
@@ -213,7 +252,9 @@ def _compare(root: Path, tmp: Path, image_step: str, ops: list) -> None:  # type
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(image_step=st.sampled_from(sorted(IMAGE_STEPS)), ops=st.lists(op_strategy, min_size=1, max_size=12))
-def test_offline_view_equals_kernel_view(tmp_path_factory: pytest.TempPathFactory, image_step: str, ops: list) -> None:  # type: ignore[type-arg]
+def test_offline_view_equals_kernel_view(
+    tmp_path_factory: pytest.TempPathFactory, image_step: str, ops: list
+) -> None:  # type: ignore[type-arg]
     tmp = tmp_path_factory.mktemp("kdiff")
     _compare(tmp / "docker", tmp, image_step, ops)
 

@@ -209,13 +209,19 @@ def test_m4_redirect_continues_from_old_path() -> None:
 
 
 def test_m4_relative_redirect() -> None:
-    top = layer("top", ("/p", Kind.DIR), entry("top", "/p/new", Kind.DIR, xattrs=(("trusted.overlay.redirect", b"old"),)))
+    top = layer(
+        "top",
+        ("/p", Kind.DIR),
+        entry("top", "/p/new", Kind.DIR, xattrs=(("trusted.overlay.redirect", b"old"),)),
+    )
     bottom = layer("bottom", ("/p", Kind.DIR), ("/p/old", Kind.DIR), ("/p/old/f", Kind.FILE))
     assert b"/p/new/f" in flatten([top, bottom]).entries
 
 
 def test_m5_metacopy_takes_data_from_lower() -> None:
-    top = layer("top", entry("top", "/f", Kind.FILE, mode=0o600, size=0, xattrs=(("trusted.overlay.metacopy", b""),)))
+    top = layer(
+        "top", entry("top", "/f", Kind.FILE, mode=0o600, size=0, xattrs=(("trusted.overlay.metacopy", b""),))
+    )
     bottom = layer("bottom", entry("bottom", "/f", Kind.FILE, size=42, blake3="ab" * 32))
     merged = flatten([top, bottom]).entries[b"/f"]
     assert (merged.mode, merged.size, merged.blake3, merged.layer_id) == (0o600, 42, "ab" * 32, "top")
@@ -223,7 +229,9 @@ def test_m5_metacopy_takes_data_from_lower() -> None:
 
 
 def test_m6_private_xattrs_not_in_merged_view() -> None:
-    top = layer("top", entry("top", "/f", Kind.FILE, xattrs=(("trusted.overlay.origin", b"\x00"), ("user.k", b"v"))))
+    top = layer(
+        "top", entry("top", "/f", Kind.FILE, xattrs=(("trusted.overlay.origin", b"\x00"), ("user.k", b"v")))
+    )
     assert flatten([top]).entries[b"/f"].xattrs == (("user.k", b"v"),)
 
 
@@ -247,13 +255,17 @@ def test_docker_directory_exception_moby_9874() -> None:
     old = entry("l", "/d", Kind.DIR, mtime_ns=1)
     new = entry("u", "/d", Kind.DIR, mtime_ns=2)
     assert not docker_stat_different(old, new)
-    assert docker_stat_different(entry("l", "/b", Kind.FILE, mtime_ns=1), entry("u", "/b", Kind.FILE, mtime_ns=2))
+    assert docker_stat_different(
+        entry("l", "/b", Kind.FILE, mtime_ns=1), entry("u", "/b", Kind.FILE, mtime_ns=2)
+    )
 
 
 def test_docker_same_fs_time_tolerates_truncated_ns() -> None:
     old = entry("l", "/f", mtime_ns=5_000_000_000)
     assert not docker_stat_different(old, entry("u", "/f", mtime_ns=5_123_456_789))
-    assert docker_stat_different(entry("l", "/f", mtime_ns=5_000_000_001), entry("u", "/f", mtime_ns=5_123_456_789))
+    assert docker_stat_different(
+        entry("l", "/f", mtime_ns=5_000_000_001), entry("u", "/f", mtime_ns=5_123_456_789)
+    )
 
 
 def test_docker_capability_compared_other_xattrs_not() -> None:

@@ -118,7 +118,9 @@ class Analysis:
     def find_image(self, name: str) -> Image:
         images = self.images
         for image in images:
-            if name in (image.id, *image.tags) or image.id.removeprefix("sha256:").startswith(name.removeprefix("sha256:")):
+            if name in (image.id, *image.tags) or image.id.removeprefix("sha256:").startswith(
+                name.removeprefix("sha256:")
+            ):
                 return image
         tags = [t for i in images for t in i.tags]
         close = difflib.get_close_matches(name, tags, n=3, cutoff=0.5)
@@ -132,7 +134,9 @@ class Analysis:
         upper = container.upper_layer
         label = container.name or container.id
         if not upper:
-            raise ChainError(f"container {label} has no upper layer record ({container.problem or 'no mount-id'}).")
+            raise ChainError(
+                f"container {label} has no upper layer record ({container.problem or 'no mount-id'})."
+            )
         layer = self.layers.get(upper)
         if layer is None:
             raise ChainError(f"container {label}: its upper layer {upper} is not in the snapshot.")

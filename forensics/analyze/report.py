@@ -52,7 +52,12 @@ def container_summaries(analysis: Analysis) -> list[ContainerSummary]:
             problem = str(exc)
         out.append(
             ContainerSummary(
-                container, names.get(container.image_id or "", container.image), chain, upper_size, changes, problem
+                container,
+                names.get(container.image_id or "", container.image),
+                chain,
+                upper_size,
+                changes,
+                problem,
             )
         )
     return out
@@ -77,7 +82,9 @@ def list_view(analysis: Analysis, container: Container, path: bytes = b"/") -> l
     view = analysis.container_view(container)
     top = path.rstrip(b"/") or b"/"
     if top not in view:
-        raise NotFoundError(f"{path.decode('utf-8', 'replace')} does not exist in container {container.name}.")
+        raise NotFoundError(
+            f"{path.decode('utf-8', 'replace')} does not exist in container {container.name}."
+        )
     return view.walk(top)
 
 
@@ -127,7 +134,7 @@ def history(analysis: Analysis, image: Image) -> list[HistoryStep]:
 
 
 def _mark_literal_whiteout(change: Change, command: str) -> Change:
-    """A deletion whose `.wh.<name>` the build step itself wrote as a file (the engine turned it into a whiteout)."""
+    """A deletion whose `.wh.<name>` the build step wrote as a file (the engine made it a whiteout)."""
     if change.kind not in (ChangeKind.DELETED, ChangeKind.WHITEOUT_OF_NOTHING) or change.via != change.path:
         return change
     literal = (rules.TAR_WHITEOUT_PREFIX + base_name(change.path)).decode("utf-8", "surrogateescape")
@@ -158,7 +165,9 @@ def timeline(analysis: Analysis, containers: list[Container]) -> tuple[list[Time
             continue
         upper = {e.path: e for e in cv.upper_entries}
         for change in forensic_changes(container, cv):
-            dating = change.entry if change.entry is not None and change.entry.layer_id == cv.stack.upper else None
+            dating = (
+                change.entry if change.entry is not None and change.entry.layer_id == cv.stack.upper else None
+            )
             if dating is None and change.via is not None:
                 dating = upper.get(change.via)
             if dating is None:

@@ -10,7 +10,13 @@ import typer
 from forensics import api
 from forensics.cli.app import app, examples_epilog, fail, warn
 from forensics.model import path_from_text
-from forensics.render.analysis import diff_output, docker_output, history_output, timeline_output, trace_output
+from forensics.render.analysis import (
+    diff_output,
+    docker_output,
+    history_output,
+    timeline_output,
+    trace_output,
+)
 
 PANEL = "Analyze"
 
@@ -105,7 +111,9 @@ def trace(
 
 @app.command(
     rich_help_panel=PANEL,
-    epilog=examples_epilog("o2f history sample.o2f sample/app:1", "o2f history sample.o2f sample/app:1 -f json"),
+    epilog=examples_epilog(
+        "o2f history sample.o2f sample/app:1", "o2f history sample.o2f sample/app:1 -f json"
+    ),
 )
 def history(
     snapshot: str = typer.Argument(..., help="Snapshot file."),

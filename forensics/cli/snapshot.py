@@ -7,8 +7,8 @@ from enum import Enum
 import typer
 
 from forensics import api
-from forensics.cli.app import app, examples_epilog, warn
 from forensics.cli.analyze import cli_path, open_analysis
+from forensics.cli.app import app, examples_epilog, warn
 from forensics.render.analysis import containers_output, images_output, ls_output
 from forensics.render.info import info_json, info_record, info_table
 

@@ -15,7 +15,19 @@ from __future__ import annotations
 
 from forensics.model import Entry, Kind
 
-DETAIL_ORDER = ("type", "content", "target", "mode", "uid", "gid", "mtime", "xattrs", "rdev", "hardlink", "opaque")
+DETAIL_ORDER = (
+    "type",
+    "content",
+    "target",
+    "mode",
+    "uid",
+    "gid",
+    "mtime",
+    "xattrs",
+    "rdev",
+    "hardlink",
+    "opaque",
+)
 _S_IFDIR = 0o040000
 _CAPABILITY = "security.capability"
 
@@ -40,7 +52,10 @@ def forensic_details(lower: Entry, upper: Entry) -> list[str]:
         details.append("mtime")
     if lower.xattrs != upper.xattrs:
         details.append("xattrs")
-    if (lower.rdev_major, lower.rdev_minor) != (upper.rdev_major, upper.rdev_minor) and lower.kind is upper.kind:
+    if (lower.rdev_major, lower.rdev_minor) != (
+        upper.rdev_major,
+        upper.rdev_minor,
+    ) and lower.kind is upper.kind:
         details.append("rdev")
     return details
 
@@ -77,7 +92,6 @@ def docker_stat_different(old: Entry, new: Entry) -> bool:
         or old.xattr(_CAPABILITY) != new.xattr(_CAPABILITY)
     ):
         return True
-    if old_mode & _S_IFDIR != _S_IFDIR:
-        if not _same_fs_time(old.mtime_ns, new.mtime_ns) or docker_size(old) != docker_size(new):
-            return True
-    return False
+    if old_mode & _S_IFDIR == _S_IFDIR:
+        return False
+    return not _same_fs_time(old.mtime_ns, new.mtime_ns) or docker_size(old) != docker_size(new)

@@ -60,14 +60,22 @@ def trace_path(path: bytes, layers: Sequence[tuple[str, str, Mapping[bytes, Entr
             winner = entry
             reason = "topmost layer with the path"
             if entry.kind is not Kind.DIR:
-                steps.append(TraceStep(layer_id, role, entry, "wins", reason + "; a non-directory stops the lookup"))
+                steps.append(
+                    TraceStep(layer_id, role, entry, "wins", reason + "; a non-directory stops the lookup")
+                )
                 blocked = f"below the winning non-directory in layer {layer_id[:12]}"
                 continue
             steps.append(TraceStep(layer_id, role, entry, "wins", reason + "; directory contents merge"))
         elif entry.kind is Kind.DIR:
-            steps.append(TraceStep(layer_id, role, entry, "merged", "lower directory: its children show through"))
+            steps.append(
+                TraceStep(layer_id, role, entry, "merged", "lower directory: its children show through")
+            )
         else:
-            steps.append(TraceStep(layer_id, role, entry, "hidden", "a non-directory under a directory stops the lookup"))
+            steps.append(
+                TraceStep(
+                    layer_id, role, entry, "hidden", "a non-directory under a directory stops the lookup"
+                )
+            )
             blocked = f"below the non-directory in layer {layer_id[:12]}"
             continue
         if rules.is_opaque(entry):

@@ -124,7 +124,9 @@ def images_output(summaries: Sequence[Any], fmt: str) -> str:
 
 def ls_output(entries: Sequence[Entry], fmt: str, container: str) -> str:
     if fmt == "bodyfile":
-        return "".join(bodyfile_line(e, f"{body_name(container.encode())}:{body_name(e.path)}") + "\n" for e in entries)
+        return "".join(
+            bodyfile_line(e, f"{body_name(container.encode())}:{body_name(e.path)}") + "\n" for e in entries
+        )
     records = [entry_record(e) for e in entries]
     if fmt == "jsonl":
         return to_jsonl(records)
@@ -172,7 +174,8 @@ def _iso(ns: int | None) -> str:
 def docker_output(letters: Sequence[tuple[str, bytes]]) -> bytes:
     """`docker diff` lines: names raw, except invalid UTF-8, which Docker prints as U+FFFD."""
     return b"".join(
-        letter.encode() + b" " + path.decode("utf-8", "replace").encode("utf-8") + b"\n" for letter, path in letters
+        letter.encode() + b" " + path.decode("utf-8", "replace").encode("utf-8") + b"\n"
+        for letter, path in letters
     )
 
 
@@ -200,9 +203,13 @@ def diff_output(reports: Sequence[tuple[str, list[Change]]], fmt: str) -> str:
             note = ", ".join(c.details)
             if c.via is not None and c.via != c.path:
                 note = (note + "; " if note else "") + f"via {display_path(c.via)}"
-            rows.append((c.kind.value, record.get("type", ""), record["path"], note, short(record.get("layer"))))
+            rows.append(
+                (c.kind.value, record.get("type", ""), record["path"], note, short(record.get("layer")))
+            )
         title = f"{name}: {len(report)} changes"
-        out.append(render_table(rich_table(("change", "type", "path", "details", "layer"), rows, title=title)))
+        out.append(
+            render_table(rich_table(("change", "type", "path", "details", "layer"), rows, title=title))
+        )
     return "".join(out)
 
 
@@ -221,7 +228,16 @@ def trace_output(steps: Sequence[Any], final: Entry | None, path: bytes, fmt: st
         for s in steps
     ]
     if fmt == "json":
-        return to_json({"path": display_path(path), "merged": None if final is None else entry_record(final), "layers": records}) + "\n"
+        return (
+            to_json(
+                {
+                    "path": display_path(path),
+                    "merged": None if final is None else entry_record(final),
+                    "layers": records,
+                }
+            )
+            + "\n"
+        )
     rows = [
         (
             short(r["layer"]),
@@ -232,27 +248,37 @@ def trace_output(steps: Sequence[Any], final: Entry | None, path: bytes, fmt: st
         )
         for r in records
     ]
-    title = f"{display_path(path)}: " + ("not visible" if final is None else f"provided by {short(final.layer_id)}")
+    title = f"{display_path(path)}: " + (
+        "not visible" if final is None else f"provided by {short(final.layer_id)}"
+    )
     return render_table(rich_table(("layer", "role", "entry", "verdict", "why"), rows, title=title))
 
 
 def history_output(steps: Sequence[Any], fmt: str) -> str:
     if fmt == "json":
-        return to_json(
-            [
-                {
-                    "layer": s.layer_id,
-                    "diff_id": s.diff_id,
-                    "created_by": s.created_by,
-                    "changes": [_history_change(c) for c in s.changes],
-                }
-                for s in steps
-            ]
-        ) + "\n"
+        return (
+            to_json(
+                [
+                    {
+                        "layer": s.layer_id,
+                        "diff_id": s.diff_id,
+                        "created_by": s.created_by,
+                        "changes": [_history_change(c) for c in s.changes],
+                    }
+                    for s in steps
+                ]
+            )
+            + "\n"
+        )
     out = []
     for index, s in enumerate(steps):
         rows = [
-            (c.kind.value, (c.entry or c.lower).kind.value if (c.entry or c.lower) else "", display_path(c.path), ", ".join(c.details))
+            (
+                c.kind.value,
+                (c.entry or c.lower).kind.value if (c.entry or c.lower) else "",
+                display_path(c.path),
+                ", ".join(c.details),
+            )
             for c in s.changes
         ]
         title = f"layer {index} {short(s.layer_id)}: {(s.created_by or '').strip()[:100]}"
@@ -270,7 +296,10 @@ def _history_change(change: Change) -> dict[str, Any]:
 def timeline_output(events: Sequence[Any], fmt: str) -> str:
     if fmt == "bodyfile":
         return "".join(
-            bodyfile_line(e.entry, f"{body_name(e.change.container_name.encode())}:{body_name(e.change.path)} ({e.change.kind.value})")
+            bodyfile_line(
+                e.entry,
+                _body_change_name(e.change),
+            )
             + "\n"
             for e in events
         )
@@ -282,3 +311,8 @@ def timeline_output(events: Sequence[Any], fmt: str) -> str:
     if fmt == "jsonl":
         return to_jsonl(records)
     return to_csv(("time_ns", "time", *CHANGE_FIELDS), [_flat(r) for r in records])
+
+
+def _body_change_name(change: Change) -> str:
+    """``container:/path (change)``: the container named in each bodyfile line."""
+    return f"{body_name(change.container_name.encode())}:{body_name(change.path)} ({change.kind.value})"

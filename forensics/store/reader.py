@@ -85,7 +85,8 @@ class Snapshot:
             raise SnapshotError(f"{path} is an SQLite file but not an o2f snapshot (no schema version).")
         if version != str(schema.SCHEMA_VERSION):
             raise SnapshotError(
-                f"{path} has snapshot schema version {version}; this o2f reads version {schema.SCHEMA_VERSION}."
+                f"{path} has snapshot schema version {version}; "
+                f"this o2f reads version {schema.SCHEMA_VERSION}."
             )
         try:
             self.conn.execute("SELECT count(*) FROM entries").fetchone()
@@ -267,7 +268,9 @@ class Snapshot:
         from forensics.model import path_to_text
 
         out = self._entries(
-            layer_id, " AND path IN (SELECT value FROM json_each(?))", (json.dumps([path_to_text(p) for p in paths]),)
+            layer_id,
+            " AND path IN (SELECT value FROM json_each(?))",
+            (json.dumps([path_to_text(p) for p in paths]),),
         )
         directories = {e.path for e in out if e.kind is Kind.DIR}
         for top in subtrees:
@@ -284,8 +287,8 @@ class Snapshot:
 
         layers = json.dumps(list(layer_ids))
         rows = self._query(
-            "SELECT DISTINCT path FROM entries WHERE layer_id IN (SELECT value FROM json_each(?)) AND link_group IN"
-            " (SELECT link_group FROM entries WHERE link_group IS NOT NULL"
+            "SELECT DISTINCT path FROM entries WHERE layer_id IN (SELECT value FROM json_each(?))"
+            " AND link_group IN (SELECT link_group FROM entries WHERE link_group IS NOT NULL"
             " AND layer_id IN (SELECT value FROM json_each(?)) AND path IN (SELECT value FROM json_each(?)))",
             (layers, layers, json.dumps([path_to_text(p) for p in paths])),
         )
@@ -294,8 +297,8 @@ class Snapshot:
     def _entries(self, layer_id: str, where: str, params: tuple[object, ...]) -> list[Entry]:
         try:
             rows = self.conn.execute(
-                "SELECT CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode, nlink,"
-                " rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group"
+                "SELECT CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode,"
+                " nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group"
                 " FROM entries WHERE layer_id = ?" + where,
                 (layer_id, *params),
             ).fetchall()
@@ -304,7 +307,25 @@ class Snapshot:
         kinds = _KINDS
         out = []
         append = out.append
-        for path, kind, mode, uid, gid, size, mtime, atime, ctime, inode, nlink, major, minor, target, xattrs, digest, group in rows:
+        for (
+            path,
+            kind,
+            mode,
+            uid,
+            gid,
+            size,
+            mtime,
+            atime,
+            ctime,
+            inode,
+            nlink,
+            major,
+            minor,
+            target,
+            xattrs,
+            digest,
+            group,
+        ) in rows:
             # CAST gives the UTF-8 bytes of the text form: the raw bytes unless it holds an escape.
             if b"\\" in path:
                 path = path_from_text(path.decode())
@@ -312,8 +333,24 @@ class Snapshot:
                 target = path_from_text(target.decode())
             append(
                 Entry(
-                    layer_id, path, kinds[kind], mode, uid, gid, size, mtime, atime, ctime, inode, nlink, major,
-                    minor, target, _xattrs(xattrs) if xattrs else (), digest, group,
+                    layer_id,
+                    path,
+                    kinds[kind],
+                    mode,
+                    uid,
+                    gid,
+                    size,
+                    mtime,
+                    atime,
+                    ctime,
+                    inode,
+                    nlink,
+                    major,
+                    minor,
+                    target,
+                    _xattrs(xattrs) if xattrs else (),
+                    digest,
+                    group,
                 )
             )
         return out

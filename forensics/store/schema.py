@@ -354,7 +354,10 @@ def _type_name(column: Column) -> str:
 
 def markdown() -> str:
     """The table and view reference in docs/schema.md (generated with cog from this module)."""
-    lines = [f"Schema version **{SCHEMA_VERSION}** (`_o2f_meta.schema_version`, also `PRAGMA user_version`).", ""]
+    lines = [
+        f"Schema version **{SCHEMA_VERSION}** (`_o2f_meta.schema_version`, also `PRAGMA user_version`).",
+        "",
+    ]
     for t in TABLES:
         lines += [f"### `{t.name}`", "", t.description, ""]
         pk = t.pk if isinstance(t.pk, str) else ", ".join(t.pk)

@@ -48,9 +48,13 @@ class DockerOverlay2:
                 return b"/".join(parts[:index])
             if here == b"image" and below == b"overlay2":
                 return b"/".join(parts[:index])
-            if here == b"containers" and _HEX64.match(below) and index + 2 < len(parts):
-                if parts[index + 2] == b"config.v2.json":
-                    return b"/".join(parts[:index])
+            if (
+                here == b"containers"
+                and _HEX64.match(below)
+                and index + 2 < len(parts)
+                and parts[index + 2] == b"config.v2.json"
+            ):
+                return b"/".join(parts[:index])
         return None
 
     def classify(self, rel: bytes, kind: Kind) -> Visit:
