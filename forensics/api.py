@@ -25,7 +25,16 @@ from forensics.capture.hash import hash_chunks, hash_file_path
 from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
 from forensics.capture.sources import Noted, Relink, Source, find_source
 from forensics.errors import ChainError, MountTableError, O2fError, SnapshotError, UsageError
-from forensics.model import CaptureError, Change, Container, Entry, MetadataFile, Mount, Provenance
+from forensics.model import (
+    CaptureError,
+    Change,
+    Container,
+    Entry,
+    MetadataFile,
+    Mount,
+    Provenance,
+    xattr_name_to_text,
+)
 from forensics.overlay import rules
 from forensics.store.reader import Snapshot, SnapshotInfo, open_snapshot
 from forensics.store.writer import SnapshotWriter
@@ -53,11 +62,15 @@ def _entry_flags(entry: Entry) -> tuple[int, int, str | None]:
     return (
         int(rules.is_whiteout(entry)),
         int(bool(entry.xattrs) and rules.is_opaque(entry)),
-        json.dumps(private) if private else None,
+        json.dumps([xattr_name_to_text(n) for n in private]) if private else None,
     )
 
 
-def _refuse_inside_source(source: Source, output: str) -> None:
+def _refuse_inside_source(source: Source, output: str, mounts_file: str | None) -> None:
+    """The snapshot must never replace or land inside evidence (the source, or the mount table given)."""
+    for evidence in (source.location, mounts_file):
+        if evidence is not None and os.path.exists(output) and os.path.samefile(output, evidence):
+            raise UsageError(f"the snapshot {output} is the evidence file {evidence} itself; refusing.")
     if source.kind != "directory":
         return
     src = Path(source.location).resolve()
@@ -100,7 +113,7 @@ def collect(
     source = find_source(source_path)
     if threads is not None and hasattr(source, "threads"):
         source.threads = threads  # type: ignore[attr-defined]
-    _refuse_inside_source(source, output)
+    _refuse_inside_source(source, output, mounts_file)
     mounts, mounts_origin = _load_mounts(mounts_file, source)
     provenance = Provenance(
         tool_version=__version__,

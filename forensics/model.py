@@ -95,6 +95,32 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"\\x{ord(ch) - 0xDC00:02x}"
 
 
+def clean_text(value: str) -> str:
+    """Engine-derived text as the snapshot stores it.
+
+    Unchanged when it is valid Unicode; when it carries bytes that were not
+    UTF-8 (surrogate escapes, e.g. from a tampered layer name or JSON file),
+    the path text form, so that no capture fails on one bad byte. The raw
+    bytes of such files are kept in ``metadata_files``.
+    """
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return path_to_text(value.encode("utf-8", "surrogateescape"))
+    return value
+
+
+def xattr_name_to_text(name: str) -> str:
+    """An xattr name (str with surrogate escapes for raw bytes) in the reversible text form."""
+    return path_to_text(name.encode("utf-8", "surrogateescape"))
+
+
+def xattr_name_from_text(text: str) -> str:
+    return path_from_text(text).decode("utf-8", "surrogateescape")
+
+
 def path_from_text(text: str) -> bytes:
     """Inverse of :func:`path_to_text`."""
     raw = text.encode("utf-8")
@@ -233,6 +259,7 @@ class Layer:
     committed: bool = False
     has_work: bool = False
     has_merged: bool = False
+    has_diff: bool = True
     diff_path: bytes = b""  # relative to the data root
     chain: tuple[str, ...] = ()  # lower layer ids, nearest first
     problem: str | None = None  # why the chain could not be resolved

@@ -114,7 +114,7 @@ def test_an_existing_snapshot_is_kept_without_force_and_replaced_with_it(
     assert o2f("verify", target).returncode == 0
 
 
-@pytest.mark.parametrize("where", ["top", "nested", "via-dotdot"])
+@pytest.mark.parametrize("where", ["top", "nested", "via-dotdot", "via-symlink", "not-yet-existing-dir"])
 def test_a_snapshot_inside_the_source_is_refused(tiny_root: Path, tmp_path: Path, where: str) -> None:
     source = tmp_path / "docker"
     shutil.copytree(tiny_root, source, symlinks=True)
@@ -123,8 +123,11 @@ def test_a_snapshot_inside_the_source_is_refused(tiny_root: Path, tmp_path: Path
         "top": source / "snap.o2f",
         "nested": source / "overlay2" / "snap.o2f",
         "via-dotdot": tmp_path / "elsewhere" / ".." / "docker" / "snap.o2f",
+        "via-symlink": tmp_path / "innocent" / "snap.o2f",
+        "not-yet-existing-dir": source / "new" / "snap.o2f",
     }[where]
     (tmp_path / "elsewhere").mkdir()
+    os.symlink(source / "overlay2", tmp_path / "innocent")
     assert_refused(o2f("collect", source, "-o", output, "--quiet", "--force"), "inside")
     assert sorted(str(p) for p in source.rglob("*")) == before  # nothing was written into the evidence
 
@@ -267,12 +270,6 @@ def test_the_tar_and_the_extracted_tree_give_the_same_content(corpus_snapshot: P
 
 @pytest.mark.skipif(not DOCKER_A_TAR.exists(), reason="corpus docker-a absent")
 @pytest.mark.parametrize("victim", ["source tar", "hardlink to the source tar", "mount table"])
-@pytest.mark.xfail(
-    reason="BUG: api._refuse_inside_source only guards directory sources; with --force the writer unlinks "
-    "whatever the output names, so `o2f collect EVIDENCE.tar.gz -o EVIDENCE.tar.gz --force` replaces the "
-    "evidence archive (or the --mounts table) with the snapshot",
-    strict=True,
-)
 def test_the_output_never_replaces_the_evidence(tmp_path: Path, victim: str) -> None:
     evidence = tmp_path / "evidence.tar.gz"
     shutil.copyfile(DOCKER_A_TAR, evidence)

@@ -319,11 +319,6 @@ def _simple_root(base: Path):
     )
 
 
-@pytest.mark.xfail(
-    reason="BUG: a non-UTF-8 xattr name (settable by any container process, user.* namespace) aborts "
-    "the whole collection: writer._xattrs_json puts a lone surrogate into TEXT (UnicodeEncodeError)",
-    strict=True,
-)
 def test_a_non_utf8_xattr_name_does_not_abort_collection(tmp_path: Path) -> None:
     root = _simple_root(tmp_path)
     target = root.diff(root.images["enc/app:1"].layers[1]) / "b"
@@ -376,12 +371,6 @@ def _damage(case: str, root) -> None:
         "container config",
         "layerdb mounts directory name",
     ],
-)
-@pytest.mark.xfail(
-    reason="BUG: engine metadata is decoded with surrogateescape (docker_overlay2._text, _parse_config, "
-    "layer ids, link names) and the lone surrogates reach sqlite3 TEXT columns: one invalid UTF-8 byte "
-    "in damaged metadata aborts the collection with UnicodeEncodeError",
-    strict=True,
 )
 def test_invalid_utf8_in_engine_metadata_does_not_abort_collection(case: str, tmp_path: Path) -> None:
     root = _simple_root(tmp_path)

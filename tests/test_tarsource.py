@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from conftest import DOCKER_A_TAR, needs_corpus
+from tests.conftest import DOCKER_A_TAR, needs_corpus
 
 from forensics.capture import tarsource
 from forensics.capture.dirsource import DirSource

@@ -146,6 +146,8 @@ class Analysis:
             lower = self.layers.get(below)
             if lower is None:
                 raise ChainError(f"container {label}: layer {below} of its chain is not in the snapshot.")
+            if not lower.has_diff:
+                raise ChainError(f"container {label}: layer {below} of its chain has no diff/ directory.")
         return Stack(container, upper, tuple(container.chain))
 
     def layer_entries(self, layer_id: str) -> list[Entry]:

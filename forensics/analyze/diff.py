@@ -84,6 +84,16 @@ def layer_changes(owner_id: str, owner_name: str, upper: str, cv: LayerDelta) ->
                     touched.add(path)
                     change(path, ChangeKind.ADDED, ["redirect"], entry=entry)
 
+    # A deleted or renamed name of a lower hardlink pair leaves its partner alone too.
+    removed = {removal.path for removal in cv.removals}
+    for removal in cv.removals:
+        lower = baseline.get(removal.path)
+        if lower is not None and lower.link_group is not None:
+            if baseline_groups is None:
+                baseline_groups = _groups(baseline.entries.values())
+            survivors = baseline_groups.get(lower.link_group, set()) - removed - touched
+            broken_partners.update(p for p in survivors if view.get(p) is baseline.get(p))
+
     # A lower file whose hardlink partner moved on keeps the old content: it changed too.
     for path in sorted(broken_partners - touched):
         entry = view.get(path)

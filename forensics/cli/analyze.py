@@ -140,7 +140,10 @@ def timeline(
 ) -> None:
     """List every upperdir change of every container by time (Sleuth Kit bodyfile by default)."""
     analysis = open_analysis(snapshot)
-    events, problems = api.timeline(analysis, api.select_containers(analysis, containers))
+    selected = api.select_containers(analysis, containers)
+    events, problems = api.timeline(analysis, selected)
     for problem in problems:
         warn(problem)
+    if selected and len(problems) == len(selected):
+        raise fail("no container could be analysed.")
     typer.echo(timeline_output(events, format.value), nl=False)

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from forensics import __version__
 from forensics.errors import ExitCode, O2fError
@@ -37,7 +38,8 @@ def examples_epilog(*lines: str) -> str:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", markup=True, highlight=False)
+    """A warning on stderr; the message is evidence-derived text, never markup."""
+    err_console.print(Text.assemble(("warning: ", "yellow"), message), highlight=False)
 
 
 def fail(message: str, code: ExitCode = ExitCode.TROUBLE) -> typer.Exit:

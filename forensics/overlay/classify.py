@@ -16,6 +16,7 @@ from __future__ import annotations
 from forensics.model import Entry, Kind
 
 DETAIL_ORDER = (
+    # what differs (modified, copied-up)
     "type",
     "content",
     "target",
@@ -27,6 +28,11 @@ DETAIL_ORDER = (
     "rdev",
     "hardlink",
     "opaque",
+    # why a path is gone (deleted) or where it came from (added)
+    "whiteout",
+    "replaced",
+    "redirect",
+    "literal-wh-file",
 )
 _S_IFDIR = 0o040000
 _CAPABILITY = "security.capability"

@@ -192,8 +192,7 @@ def diff_output(reports: Sequence[tuple[str, list[Change]]], fmt: str) -> str:
         for c in changes:
             entry = c.entry or c.lower
             if entry is not None:
-                name = f"{body_name(c.container_name.encode())}:{body_name(c.path)} ({c.kind.value})"
-                lines.append(bodyfile_line(entry, name) + "\n")
+                lines.append(bodyfile_line(entry, _body_change_name(c)) + "\n")
         return "".join(lines)
     out = []
     for name, report in reports:

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from forensics.model import display_path, is_valid_utf8
 
@@ -69,11 +70,12 @@ def to_csv(columns: Sequence[str], records: Iterable[Mapping[str, Any]]) -> str:
 
 
 def rich_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> Table:
-    table = Table(title=title, show_lines=False, header_style="bold")
+    """A rich table whose cells are plain text: names from evidence are never read as markup."""
+    table = Table(title=None if title is None else Text(title), show_lines=False, header_style="bold")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
     return table
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 from typing import Any
 
-from forensics.model import Change, Entry, Kind, display_path
+from forensics.model import Change, Entry, Kind
 from forensics.render.common import path_fields
 
 ENTRY_FIELDS = (
@@ -43,9 +43,11 @@ CHANGE_FIELDS = (
     "size",
     "mtime_ns",
     "target",
+    "target_bytes",
     "blake3",
     "layer",
     "via",
+    "via_bytes",
     "lower_type",
     "lower_mode",
     "lower_uid",
@@ -101,12 +103,12 @@ def change_record(change: Change) -> dict[str, Any]:
             }
         )
         if current.target is not None:
-            record["target"] = display_path(current.target)
+            record.update(path_fields(current.target, "target"))
         if current.blake3 is not None:
             record["blake3"] = current.blake3
     record["layer"] = change.entry.layer_id if change.entry is not None else change.layer
     if change.via is not None:
-        record["via"] = display_path(change.via)
+        record.update(path_fields(change.via, "via"))
     if change.lower is not None:
         lower = change.lower
         record.update(

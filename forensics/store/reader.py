@@ -27,6 +27,7 @@ from forensics.model import (
     LayerRole,
     Mount,
     path_from_text,
+    xattr_name_from_text,
 )
 from forensics.store import schema
 
@@ -36,12 +37,13 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
     """Every record of every table, in a canonical order and an unambiguous encoding.
 
-    The snapshot's own digest column is left out (it holds the result). SQLite's
-    ``quote()`` renders NULL, integers, text and BLOBs without ambiguity.
+    The snapshot's own digest column is left out (it holds the result). Each
+    cell is its type and the hex of its bytes: unambiguous, and (unlike
+    ``quote()``, which stops at a NUL) covering every byte of a text value.
     """
     for table in schema.TABLES:
         columns = [c for c in table.column_names if not (table.name == "snapshot" and c == "digest")]
-        expr = " || ',' || ".join(f"quote([{c}])" for c in columns)
+        expr = " || ',' || ".join(f"typeof([{c}]) || ':' || hex(CAST([{c}] AS BLOB))" for c in columns)
         yield f"\x1e{table.name}\n".encode()
         cursor = conn.execute(f"SELECT {expr} FROM [{table.name}] ORDER BY {table.digest_order}")
         while rows := cursor.fetchmany(2000):
@@ -159,6 +161,7 @@ class Snapshot:
                 committed=bool(row["committed"]),
                 has_work=bool(row["has_work"]),
                 has_merged=bool(row["has_merged"]),
+                has_diff=bool(row["has_diff"]),
                 diff_path=path_from_text(row["diff_path"] or ""),
                 chain=tuple(_loads(row["chain"], [])),  # type: ignore[arg-type]
                 problem=row["problem"],
@@ -360,7 +363,7 @@ _KINDS = {k.value: k for k in Kind}
 
 
 def _xattrs(text: str) -> tuple[tuple[str, bytes], ...]:
-    return tuple(sorted((k, bytes.fromhex(v)) for k, v in json.loads(text).items()))
+    return tuple(sorted((xattr_name_from_text(k), bytes.fromhex(v)) for k, v in json.loads(text).items()))
 
 
 def _check_file(path: str) -> None:

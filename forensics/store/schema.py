@@ -101,6 +101,7 @@ LAYERS = Table(
         Column("committed", int, "1 when a `committed` file exists", True),
         Column("has_work", int, "1 when a `work/` directory exists (noted, never walked)", True),
         Column("has_merged", int, "1 when a `merged/` directory exists (never descended)", True),
+        Column("has_diff", int, "1 when the layer's `diff/` directory exists", True),
         Column("diff_path", str, "path of the layer's diff/ relative to the data root"),
         Column("chain", str, "JSON array of the lower layer ids, nearest first"),
         Column("problem", str, "why the chain could not be resolved, when it could not"),

@@ -26,6 +26,7 @@ from forensics.model import (
     Mount,
     Provenance,
 )
+from forensics.model import clean_text, xattr_name_to_text
 from forensics.model import path_to_text as _t
 from forensics.store import schema
 from forensics.store.reader import canonical_records
@@ -37,13 +38,28 @@ _BATCH = 5000
 
 
 def _json(value: object) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return json.dumps(_cleaned(value), sort_keys=True, ensure_ascii=False)
+
+
+def _cleaned(value: object) -> object:
+    """Every string inside a JSON-able value, made storable (clean_text)."""
+    if isinstance(value, str):
+        return clean_text(value)
+    if isinstance(value, dict):
+        return {clean_text(str(k)): _cleaned(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_cleaned(v) for v in value]
+    return value
+
+
+def _row(record: dict[str, object]) -> dict[str, object]:
+    return {key: clean_text(value) if isinstance(value, str) else value for key, value in record.items()}
 
 
 def _xattrs_json(entry: Entry) -> str | None:
     if not entry.xattrs:
         return None
-    return _json({name: value.hex() for name, value in entry.xattrs})
+    return json.dumps({xattr_name_to_text(name): value.hex() for name, value in entry.xattrs}, sort_keys=True)
 
 
 class SnapshotWriter:
@@ -71,7 +87,18 @@ class SnapshotWriter:
         self._errors: list[tuple[object, ...]] = []
         self._relinks: list[tuple[int, str, str]] = []
         self._next_error = 1
+        self._layer_texts: dict[str, str] = {}
         self._create()
+
+    def _layer_text(self, layer_id: str) -> str:
+        text = self._layer_texts.get(layer_id)
+        if text is None:
+            text = self._layer_texts[layer_id] = clean_text(layer_id)
+        return text
+
+    def _insert(self, table: str, records: Iterable[dict[str, object]], batch_size: int = 500) -> None:
+        """Rows through sqlite-utils, every text value made storable (clean_text)."""
+        self.db[table].insert_all((_row(r) for r in records), batch_size=batch_size)
 
     def _create(self) -> None:
         for table in schema.TABLES:
@@ -83,11 +110,12 @@ class SnapshotWriter:
             )
         for view in schema.VIEWS:
             self.db.create_view(view.name, view.sql)
-        self.db["_o2f_meta"].insert_all(
+        self._insert(
+            "_o2f_meta",
             [
                 {"key": "application", "value": schema.APPLICATION},
                 {"key": "schema_version", "value": str(schema.SCHEMA_VERSION)},
-            ]
+            ],
         )
 
     # -- streaming ----------------------------------------------------------------
@@ -102,7 +130,7 @@ class SnapshotWriter:
         whiteout, opaque, private = self.flags(entry)
         self._entries.append(
             (
-                entry.layer_id,
+                self._layer_text(entry.layer_id),
                 _t(entry.path),
                 entry.kind.value,
                 entry.mode,
@@ -140,7 +168,14 @@ class SnapshotWriter:
 
     def add_error(self, error: CaptureError) -> None:
         self._errors.append(
-            (self._next_error, _t(error.path), error.layer_id, error.operation, error.errno, error.message)
+            (
+                self._next_error,
+                _t(error.path),
+                None if error.layer_id is None else self._layer_text(error.layer_id),
+                error.operation,
+                error.errno,
+                clean_text(error.message),
+            )
         )
         self._next_error += 1
 
@@ -156,7 +191,8 @@ class SnapshotWriter:
     # -- after the walk -------------------------------------------------------------
 
     def add_layers(self, layers: Iterable[Layer], links: Iterable[tuple[str, bytes, str | None]]) -> None:
-        self.db["layers"].insert_all(
+        self._insert(
+            "layers",
             (
                 {
                     "id": layer.id,
@@ -167,6 +203,7 @@ class SnapshotWriter:
                     "committed": int(layer.committed),
                     "has_work": int(layer.has_work),
                     "has_merged": int(layer.has_merged),
+                    "has_diff": int(layer.has_diff),
                     "diff_path": _t(layer.diff_path),
                     "chain": _json(list(layer.chain)),
                     "problem": layer.problem,
@@ -175,13 +212,15 @@ class SnapshotWriter:
             ),
             batch_size=1000,
         )
-        self.db["links"].insert_all(
+        self._insert(
+            "links",
             ({"name": name, "target": _t(target), "layer_id": layer} for name, target, layer in links),
             batch_size=1000,
         )
 
     def add_image_layers(self, records: Iterable[ImageLayer]) -> None:
-        self.db["image_layers"].insert_all(
+        self._insert(
+            "image_layers",
             (
                 {
                     "chain_id": r.chain_id,
@@ -198,7 +237,8 @@ class SnapshotWriter:
         )
 
     def add_images(self, images: Iterable[Image]) -> None:
-        self.db["images"].insert_all(
+        self._insert(
+            "images",
             (
                 {
                     "id": image.id,
@@ -217,7 +257,8 @@ class SnapshotWriter:
         )
 
     def add_containers(self, containers: Iterable[Container]) -> None:
-        self.db["containers"].insert_all(
+        self._insert(
+            "containers",
             (
                 {
                     "id": c.id,
@@ -245,7 +286,8 @@ class SnapshotWriter:
         )
 
     def add_mounts(self, mounts: Iterable[Mount]) -> None:
-        self.db["mounts"].insert_all(
+        self._insert(
+            "mounts",
             (
                 {
                     "id": index,
@@ -324,24 +366,27 @@ class SnapshotWriter:
             "INSERT OR REPLACE INTO snapshot (id, tool_version, schema_version, started_utc, finished_utc, complete,"
             " source, source_kind, data_root, layout, host, kernel, options, counts, capabilities, bytes_read,"
             " hashes_reused, digest) VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                p.tool_version,
-                schema.SCHEMA_VERSION,
-                p.started_utc,
-                p.finished_utc,
-                int(p.complete),
-                p.source,
-                p.source_kind,
-                p.data_root,
-                p.layout,
-                p.host,
-                p.kernel,
-                _json(p.options),
-                _json(p.counts),
-                _json(sorted(p.capabilities)),
-                p.bytes_read,
-                p.hashes_reused,
-                p.digest,
+            tuple(
+                clean_text(v) if isinstance(v, str) else v
+                for v in (
+                    p.tool_version,
+                    schema.SCHEMA_VERSION,
+                    p.started_utc,
+                    p.finished_utc,
+                    int(p.complete),
+                    p.source,
+                    p.source_kind,
+                    p.data_root,
+                    p.layout,
+                    p.host,
+                    p.kernel,
+                    _json(p.options),
+                    _json(p.counts),
+                    _json(sorted(p.capabilities)),
+                    p.bytes_read,
+                    p.hashes_reused,
+                    p.digest,
+                )
             ),
         )
 

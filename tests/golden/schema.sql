@@ -113,6 +113,7 @@ CREATE TABLE "layers" (
    "committed" INTEGER NOT NULL,
    "has_work" INTEGER NOT NULL,
    "has_merged" INTEGER NOT NULL,
+   "has_diff" INTEGER NOT NULL,
    "diff_path" TEXT,
    "chain" TEXT,
    "problem" TEXT

@@ -156,6 +156,7 @@ class DockerOverlay2:
                     committed=base + b"/committed" in files,
                     has_work=base + b"/work" in gathered.noted,
                     has_merged=base + b"/merged" in gathered.noted,
+                    has_diff=layer_id in gathered.layer_roots,
                     diff_path=base + b"/diff",
                     chain=chains[layer_id],
                     problem=problems[layer_id],
