@@ -25,11 +25,20 @@ them. Container layers (``-init`` and the RW layer) are changed *through a real
 overlay mount* (:func:`mounted`, :func:`mount_layer`), so their ``diff/`` holds
 exactly what the kernel writes: copy-ups, whiteouts, opaque directories,
 ``trusted.overlay.origin/impure/uuid`` and the leftover whiteout in
-``work/work``.
+``work/work``. (This kernel shares one whiteout inode per mount: the whiteouts
+a container creates are hardlinks of each other and of ``work/work/#<hex>``.)
+The ``-init`` layer is populated through its own mount by :func:`docker_init`,
+a transcription of dockerd's ``setupInitLayer``. :func:`mounted` also works on
+a copy of a real data root (the docker-a corpus).
+
+:func:`scan` reads a directory independently of o2f (``lstat``,
+``llistxattr``, ``readlink``, BLAKE3), for comparing snapshots with the truth.
 
 Paths in ops are absolute inside the layer (``"/etc/motd"``; the leading slash
 is optional), as ``str`` or ``bytes`` (any bytes but NUL and ``/`` in a name).
-Missing parent directories are created (0755, root). Ops are applied in order
+Owners default to the creator's (``uid=None``; 0:0 when run as root, which
+is what Docker's extraction gives); missing parent directories are created
+0755 with the creator as owner. Ops are applied in order
 with ``*at()`` calls relative to directory descriptors, so paths longer than
 PATH_MAX work; only xattrs on symlinks and devices and sockets need a full path.
 Times given as ``mtime`` are set after every op ran (creating a child changes
@@ -96,8 +105,8 @@ class Op:
 
     path: bytes
     mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
+    uid: int | None = None  # None: as created (root: 0)
+    gid: int | None = None
     mtime_ns: int | None = None
     xattrs: tuple[tuple[str, bytes], ...] = ()
 
@@ -106,9 +115,15 @@ class Op:
 
     def _owner_and_mode(self, parent_fd: int, name: bytes, *, chmod: bool = True) -> None:
         # chown first: it clears setuid/setgid and security.capability
-        os.chown(name, self.uid, self.gid, dir_fd=parent_fd, follow_symlinks=False)
+        if self.uid is not None or self.gid is not None:
+            uid, gid = -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid
+            os.chown(name, uid, gid, dir_fd=parent_fd, follow_symlinks=False)
         if chmod:
             os.chmod(name, self.mode, dir_fd=parent_fd)
+
+    def _chown_fd(self, fd: int) -> None:
+        if self.uid is not None or self.gid is not None:  # only root may give files away
+            os.fchown(fd, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
 
     def _xattrs_on(self, fd: int) -> None:
         for key, value in self.xattrs:
@@ -125,7 +140,7 @@ class File(Op):
             view = memoryview(self.data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fchown(fd, self.uid, self.gid)
+            self._chown_fd(fd)
             os.fchmod(fd, self.mode)
             self._xattrs_on(fd)
         finally:
@@ -143,7 +158,7 @@ class Sparse(Op):
             os.ftruncate(fd, self.size)
             for offset, data in self.chunks:
                 os.pwrite(fd, data, offset)
-            os.fchown(fd, self.uid, self.gid)
+            self._chown_fd(fd)
             os.fchmod(fd, self.mode)
             self._xattrs_on(fd)
         finally:
@@ -162,7 +177,7 @@ class Dir(Op):
                 raise
         fd = os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
         try:
-            os.fchown(fd, self.uid, self.gid)
+            self._chown_fd(fd)
             os.fchmod(fd, self.mode)
             self._xattrs_on(fd)
         finally:
@@ -224,8 +239,8 @@ def file(
     path: Pathish,
     data: bytes | str = b"",
     mode: int = 0o644,
-    uid: int = 0,
-    gid: int = 0,
+    uid: int | None = None,
+    gid: int | None = None,
     mtime: float | None = None,
     xattrs: dict[str, bytes] | None = None,
 ) -> Op:
@@ -239,8 +254,8 @@ def sparse(
     size: int,
     chunks: dict[int, bytes] | None = None,
     mode: int = 0o644,
-    uid: int = 0,
-    gid: int = 0,
+    uid: int | None = None,
+    gid: int | None = None,
     mtime: float | None = None,
 ) -> Op:
     """A sparse regular file of *size* bytes (``truncate``), with data written at the given offsets."""
@@ -250,8 +265,8 @@ def sparse(
 def dir(
     path: Pathish,
     mode: int = 0o755,
-    uid: int = 0,
-    gid: int = 0,
+    uid: int | None = None,
+    gid: int | None = None,
     mtime: float | None = None,
     xattrs: dict[str, bytes] | None = None,
 ) -> Op:
@@ -259,32 +274,40 @@ def dir(
     return Dir(_rel(path), mode, uid, gid, _ns(mtime), tuple(sorted((xattrs or {}).items())))
 
 
-def symlink(path: Pathish, target: Pathish, uid: int = 0, gid: int = 0, mtime: float | None = None) -> Op:
+def symlink(
+    path: Pathish, target: Pathish, uid: int | None = None, gid: int | None = None, mtime: float | None = None
+) -> Op:
     return Symlink(_rel(path), 0o777, uid, gid, _ns(mtime), (), os.fsencode(target))
 
 
-def fifo(path: Pathish, mode: int = 0o644, uid: int = 0, gid: int = 0, mtime: float | None = None) -> Op:
+def fifo(
+    path: Pathish,
+    mode: int = 0o644,
+    uid: int | None = None,
+    gid: int | None = None,
+    mtime: float | None = None,
+) -> Op:
     return Node(_rel(path), mode, uid, gid, _ns(mtime), (), stat.S_IFIFO, 0)
 
 
 def chardev(path: Pathish, major: int, minor: int, mode: int = 0o644, mtime: float | None = None) -> Op:
-    return Node(_rel(path), mode, 0, 0, _ns(mtime), (), stat.S_IFCHR, os.makedev(major, minor))
+    return Node(_rel(path), mode, None, None, _ns(mtime), (), stat.S_IFCHR, os.makedev(major, minor))
 
 
 def blockdev(path: Pathish, major: int, minor: int, mode: int = 0o644, mtime: float | None = None) -> Op:
-    return Node(_rel(path), mode, 0, 0, _ns(mtime), (), stat.S_IFBLK, os.makedev(major, minor))
+    return Node(_rel(path), mode, None, None, _ns(mtime), (), stat.S_IFBLK, os.makedev(major, minor))
 
 
 def whiteout(path: Pathish, mtime: float | None = None) -> Op:
     """An overlay whiteout: character device 0/0, mode ``c---------``, owner 0:0."""
-    return Node(_rel(path), 0o000, 0, 0, _ns(mtime), (), stat.S_IFCHR, os.makedev(0, 0))
+    return Node(_rel(path), 0o000, 0, 0, _ns(mtime), (), stat.S_IFCHR, os.makedev(0, 0))  # always 0:0
 
 
 def opaque(
     path: Pathish,
     mode: int = 0o755,
-    uid: int = 0,
-    gid: int = 0,
+    uid: int | None = None,
+    gid: int | None = None,
     mtime: float | None = None,
     xattr: str = OPAQUE_XATTR,
 ) -> Op:
@@ -297,7 +320,13 @@ def hardlink(path: Pathish, existing: Pathish) -> Op:
     return Hardlink(_rel(path), existing=_rel(existing))
 
 
-def socket(path: Pathish, mode: int = 0o755, uid: int = 0, gid: int = 0, mtime: float | None = None) -> Op:
+def socket(
+    path: Pathish,
+    mode: int = 0o755,
+    uid: int | None = None,
+    gid: int | None = None,
+    mtime: float | None = None,
+) -> Op:
     """A bound (and then closed) unix socket, as ``xhelper socket`` leaves it."""
     return Socket(_rel(path), mode, uid, gid, _ns(mtime))
 

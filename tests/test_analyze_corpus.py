@@ -253,7 +253,9 @@ def test_tar_and_dir_snapshots_agree(request: pytest.FixtureRequest) -> None:
     for name in A_CONTAINERS:
         a = api.diff(tar, [name]).reports[0][1]
         b = api.diff(directory, [name]).reports[0][1]
-        assert [(c.path, c.kind, c.details, c.via) for c in a] == [(c.path, c.kind, c.details, c.via) for c in b]
+        assert [(c.path, c.kind, c.details, c.via) for c in a] == [
+            (c.path, c.kind, c.details, c.via) for c in b
+        ]
 
 
 # -- --format docker equals `docker diff` ----------------------------------------------------
@@ -327,8 +329,6 @@ EXPLAINED_EXTRA = {
     # samples/README, s-batch: the same `rm /etc/motd`, same reason.
     ("s-batch", b"/etc"): ("mtime",),
 }
-# expected.tsv rows o2f misses because of a known bug; each has its own strict xfail test below.
-KNOWN_BUGS = {("s-batch", b"/srv/img-new/hl-a")}
 
 
 def report(analysis: Analysis, name: str) -> list[Change]:
@@ -351,8 +351,8 @@ def test_report_finds_every_expected_row(request: pytest.FixtureRequest, case: C
     changes = {c.path: c for c in report(analysis, case.name)}
     missing, wrong = [], []
     for row in load_expected(case.truth_dir / f"{case.name}.expected.tsv"):
-        if row.path in case.sockets() or (case.name, row.path) in KNOWN_BUGS:
-            continue  # the socket GNU tar skipped (Case.merged); known bugs (tested below)
+        if row.path in case.sockets():
+            continue  # the socket GNU tar skipped (see Case.merged)
         change = changes.get(row.path)
         if change is None:
             if not init_explains(analysis, ctr, row.path):
@@ -384,14 +384,10 @@ def test_report_has_nothing_unexplained(request: pytest.FixtureRequest, case: Ca
     assert extra == []
 
 
-@pytest.mark.xfail(
-    reason="BUG: deleting/renaming one name of a lower hardlink pair does not report the surviving "
-    "partner's hardlink change (forensics/analyze/diff.py layer_changes: broken_partners is only "
-    "filled from copied-up entries, never from removals)",
-    strict=True,
-)
 def test_sample_s_batch_rename_breaks_hardlink_of_partner(sample_corpus_snapshot: Path) -> None:
-    """samples/README s-batch: `mv hl-b hl-b.moved`; hl-a loses its partner (hardlink_group hl-a -> -)."""
+    """samples/README s-batch: `mv hl-b hl-b.moved`; hl-a loses its partner (hardlink_group hl-a -> -).
+
+    Regression: a removed name of a lower hardlink pair did not report the partner's change."""
     changes = {c.path: c for c in report(analysis_of(sample_corpus_snapshot), "s-batch")}
     hl_a = changes.get(b"/srv/img-new/hl-a")
     assert hl_a is not None
@@ -406,7 +402,9 @@ def web(corpus_tar_snapshot: Path) -> dict[bytes, Change]:
     return {c.path: c for c in report(analysis_of(corpus_tar_snapshot), "a-web")}
 
 
-def test_a_web_wh_evil_in_container_is_added_regular_file(web: dict[bytes, Change], corpus_tar_snapshot: Path) -> None:
+def test_a_web_wh_evil_in_container_is_added_regular_file(
+    web: dict[bytes, Change], corpus_tar_snapshot: Path
+) -> None:
     change = web[b"/srv/web/.wh.evil"]
     assert change.kind is ChangeKind.ADDED
     assert change.entry is not None and change.entry.kind is Kind.FILE and change.entry.size == 0

@@ -21,11 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from tests.conftest import DOCKER_A, SAMPLE_TAR, needs_corpus
-from tests.truth import load_containers, parse_docker_diff
 
 from forensics import api
 from forensics.cli.app import main
+from tests.conftest import DOCKER_A, SAMPLE_TAR, needs_corpus
+from tests.truth import load_containers, parse_docker_diff
 
 SAMPLE_TRUTH = SAMPLE_TAR.parent / "truth"
 SAMPLE_MOUNTS = SAMPLE_TAR.parent / "mountinfo.txt"
@@ -110,7 +110,9 @@ def docker_blocks(out: bytes) -> dict[str, set[tuple[str, bytes]]]:
     if len(parts) == 1:
         return {"": parse_docker_diff(out)}
     assert parts[0] == b"", parts[0][:100]
-    return {name.decode(): parse_docker_diff(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)}
+    return {
+        name.decode(): parse_docker_diff(body) for name, body in zip(parts[1::2], parts[2::2], strict=True)
+    }
 
 
 def check_output(fmt: str, out: bytes) -> None:
@@ -143,6 +145,9 @@ def test_every_command_every_format(sample_snapshot: Path, name: str, fmt: str) 
     args, _ = MATRIX[name]
     out = ok(_command(name), str(sample_snapshot), *args, "--format", fmt)
     check_output(fmt, out)
+    if name == "diff" and fmt == "docker":
+        blocks = docker_blocks(out)
+        assert set(blocks) == set(SAMPLE_CONTAINERS) and blocks["s-fresh"] == set()
 
 
 def test_short_format_option(sample_snapshot: Path) -> None:
@@ -163,7 +168,9 @@ def test_containers_json_names_every_container(sample_snapshot: Path, sample_tru
 
 def test_real_process_entry_point(sample_snapshot: Path) -> None:
     """The installed `o2f` script: data on stdout, exit codes as documented."""
-    done = subprocess.run(["o2f", "diff", str(sample_snapshot), "s-web", "--format", "docker"], capture_output=True)
+    done = subprocess.run(
+        ["o2f", "diff", str(sample_snapshot), "s-web", "--format", "docker"], capture_output=True
+    )
     assert done.returncode == 0, done.stderr
     assert ("A", b"/srv/web/.wh.evil") in parse_docker_diff(done.stdout)
     bad = subprocess.run(["o2f", "ls", str(sample_snapshot), "s-wbe"], capture_output=True)
@@ -234,7 +241,9 @@ def _batch_layers(root: Path) -> tuple[Path, str, str]:
 
 
 def _only_users(root: Path, short: str) -> list[str]:
-    return [p.parent.name for p in (root / "overlay2").glob("*/lower") if f"l/{short}" in p.read_text().split(":")]
+    return [
+        p.parent.name for p in (root / "overlay2").glob("*/lower") if f"l/{short}" in p.read_text().split(":")
+    ]
 
 
 def _check_per_container(snapshot: Path) -> None:
@@ -289,34 +298,37 @@ def test_lower_cycle_breaks_one_container_only(docker_a_copy: Path, tmp_path: Pa
     assert "cycle" in run_cli("diff", str(snapshot), "a-batch")[2]
 
 
-@pytest.mark.xfail(
-    reason="BUG: `o2f timeline` exits 0 with empty output when no selected container could be "
-    "analysed (forensics/cli/analyze.py timeline: no `fail` like diff has)",
-    strict=True,
-)
 def test_timeline_exit_2_when_nothing_could_be_reported(docker_a_copy: Path, tmp_path: Path) -> None:
+    """Regression: timeline exited 0 with empty output when no selected container could be analysed."""
     _, _, init_short = _batch_layers(docker_a_copy)
     (docker_a_copy / "overlay2" / "l" / init_short).unlink()
     snapshot = collect(docker_a_copy, tmp_path / "nolink.o2f")
     assert run_cli("diff", str(snapshot), "a-batch")[0] == 2  # diff does it right
-    code, out, err = run_cli("timeline", str(snapshot), "a-batch")
+    code, _, err = run_cli("timeline", str(snapshot), "a-batch")
     assert "a-batch" in err
     assert code == 2
 
 
-@pytest.mark.xfail(
-    reason="BUG: a chain layer without diff/ (Layer.problem set at capture) is silently analysed as "
-    "empty: Analysis.stack checks only the upper layer's problem (forensics/analyze/containers.py)",
-    strict=True,
-)
+def test_warning_text_from_evidence_is_not_markup(docker_a_copy: Path, tmp_path: Path) -> None:
+    """Regression: warn() printed evidence text as rich markup; 'l/[/x]' in a `lower` file crashed diff."""
+    upper, _, _ = _batch_layers(docker_a_copy)
+    (upper / "lower").write_text("l/[/x]:" + (upper / "lower").read_text())
+    snapshot = collect(docker_a_copy, tmp_path / "markup.o2f")
+    code, out, err = run_cli("diff", str(snapshot), "--format", "jsonl")
+    assert code == 0, err
+    assert "l/[/x]" in err and "a-batch" in err
+    assert {json.loads(line)["container"] for line in out.decode().splitlines()} == {"a-web", "a-worker"}
+
+
 def test_missing_lower_layer_diff_is_reported(docker_a_copy: Path, tmp_path: Path) -> None:
+    """Regression: a chain layer without diff/ was silently analysed as an empty layer."""
     # corpa/app:1.0 layer L3 (creates /srv/img-new/*): a-web, a-worker and a-batch stand on it.
     images = (DOCKER_A / "truth" / "images.tsv").read_text().splitlines()
     app = next(line.split("\t") for line in images if "corpa/app:1.0" in line)
     l3 = app[6].split(",")[3]
     shutil.rmtree(docker_a_copy / "overlay2" / l3 / "diff")
     snapshot = collect(docker_a_copy, tmp_path / "nodiff.o2f")
-    code, out, err = run_cli("diff", str(snapshot), "--format", "jsonl")
+    _, out, err = run_cli("diff", str(snapshot), "--format", "jsonl")
     assert "a-web" in err and l3 in err  # a warning naming the container and the damaged layer
     names = {json.loads(line)["container"] for line in out.decode().splitlines()}
     assert "a-web" not in names  # not a report built on a partial view
@@ -332,6 +344,13 @@ def _mactime() -> str:
     return path
 
 
+def run_mactime(mactime: str, body: Path) -> subprocess.CompletedProcess[bytes]:
+    """`mactime -b BODY -d -y`: comma-separated, ISO 8601 dates, in UTC."""
+    return subprocess.run(
+        [mactime, "-b", str(body), "-d", "-y"], capture_output=True, env={**os.environ, "TZ": "UTC"}
+    )
+
+
 def test_timeline_bodyfile_accepted_by_mactime(sample_snapshot: Path, tmp_path: Path) -> None:
     mactime = _mactime()
     body = ok("timeline", str(sample_snapshot))
@@ -342,7 +361,7 @@ def test_timeline_bodyfile_accepted_by_mactime(sample_snapshot: Path, tmp_path: 
         assert name.split(":", 1)[0] in SAMPLE_CONTAINERS, line
     path = tmp_path / "body.txt"
     path.write_bytes(body)
-    done = subprocess.run([mactime, "-b", str(path), "-d", "-y"], capture_output=True, env={**os.environ, "TZ": "UTC"})
+    done = run_mactime(mactime, path)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader(io.StringIO(done.stdout.decode("utf-8"), newline="")))
     assert rows[0][:2] == ["Date", "Size"]
@@ -367,7 +386,7 @@ def test_timeline_corpus_bodyfile_hostile_names_mactime(tmp_path: Path) -> None:
     assert "a-web:/srv/web/new\\x0aline.txt (added)" in {line.split("|")[1] for line in lines}
     path = tmp_path / "body.txt"
     path.write_bytes(body)
-    done = subprocess.run([mactime, "-b", str(path), "-d", "-y"], capture_output=True, env={**os.environ, "TZ": "UTC"})
+    done = run_mactime(mactime, path)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader(io.StringIO(done.stdout.decode("utf-8"), newline="")))[1:]
     assert {r[-1].split(":", 1)[0] for r in rows} == names

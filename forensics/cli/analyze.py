@@ -79,7 +79,7 @@ def diff(
     if format is DiffFormat.docker:
         blocks = result.docker
         for container, letters in blocks:
-            if len(blocks) > 1:
+            if len(blocks) + len(result.problems) > 1 or not containers or len(containers) > 1:
                 sys.stdout.buffer.write(f"# {container.name}\n".encode())
             sys.stdout.buffer.write(docker_output(letters))
         sys.stdout.flush()

@@ -75,8 +75,15 @@ def rich_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*(Text("" if cell is None else str(cell)) for cell in row))
+        table.add_row(*(Text(_one_line("" if cell is None else str(cell))) for cell in row))
     return table
+
+
+def _one_line(text: str) -> str:
+    """Tables are for people: a control character in a name is shown escaped, so no name can fake a row."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def render_table(table: Table) -> str:
