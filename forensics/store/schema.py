@@ -261,6 +261,42 @@ METADATA_FILES = Table(
     digest_order="path",
 )
 
+LAYER_CHECKS = Table(
+    name="layer_checks",
+    description="Image layers checked against the engine's own records (diff id, tar-split), one row per layer.",
+    columns=(
+        Column("layer_id", str, "storage layer checked", True),
+        Column("chain_id", str, "its content address (layerdb chain id)"),
+        Column("diff_id", str, "the diff id the engine recorded"),
+        Column("verdict", str, "verified, tampered, unverifiable or error", True),
+        Column("method", str, "how: tar-split-stream (diff id recomputed), tar-split-files (per-file CRC-64), none"),
+        Column("computed_diff_id", str, "sha256 of the rebuilt layer tar stream, when it could be rebuilt"),
+        Column("files_checked", int, "file entries of the layer's tar compared with the disk"),
+        Column("findings", int, "rows of layer_findings for this layer", True),
+        Column("detail", str, "why, in one sentence"),
+    ),
+    pk="layer_id",
+    foreign_keys=(("layer_id", "layers", "id"),),
+    indexes=(("verdict",),),
+    digest_order="layer_id",
+)
+
+LAYER_FINDINGS = Table(
+    name="layer_findings",
+    description="Per-file differences between an image layer on disk and the layer tar the engine recorded.",
+    columns=(
+        Column("id", int, "row id", True),
+        Column("layer_id", str, "storage layer", True),
+        Column("path", str, "path inside the layer, " + PATH_NOTE, True),
+        Column("kind", str, "content, metadata, added (on disk, not in the tar) or missing (in the tar, not on disk)", True),
+        Column("detail", str, "JSON: the recorded and the found values of each field that differs"),
+    ),
+    pk="id",
+    foreign_keys=(("layer_id", "layers", "id"),),
+    indexes=(("layer_id",), ("kind",)),
+    digest_order="id",
+)
+
 ERRORS = Table(
     name="errors",
     description="Entries and files that could not be read; the capture went on.",
@@ -288,6 +324,8 @@ TABLES: tuple[Table, ...] = (
     CONTAINERS,
     MOUNTS,
     METADATA_FILES,
+    LAYER_CHECKS,
+    LAYER_FINDINGS,
     ERRORS,
 )
 

@@ -73,6 +73,12 @@ CREATE INDEX "idx_entries_link_group"
     ON "entries" ("link_group");
 CREATE INDEX "idx_errors_operation"
     ON "errors" ("operation");
+CREATE INDEX "idx_layer_checks_verdict"
+    ON "layer_checks" ("verdict");
+CREATE INDEX "idx_layer_findings_kind"
+    ON "layer_findings" ("kind");
+CREATE INDEX "idx_layer_findings_layer_id"
+    ON "layer_findings" ("layer_id");
 CREATE INDEX "idx_layers_role"
     ON "layers" ("role");
 CREATE INDEX "idx_mounts_fs_type"
@@ -97,6 +103,17 @@ CREATE TABLE "images" (
    "config" TEXT,
    "problem" TEXT
 );
+CREATE TABLE "layer_checks" (
+   "layer_id" TEXT PRIMARY KEY NOT NULL REFERENCES "layers"("id"),
+   "chain_id" TEXT,
+   "diff_id" TEXT,
+   "verdict" TEXT NOT NULL,
+   "method" TEXT,
+   "computed_diff_id" TEXT,
+   "files_checked" INTEGER,
+   "findings" INTEGER NOT NULL,
+   "detail" TEXT
+);
 CREATE VIEW "layer_entries" AS SELECT e.id, l.name AS layer, l.role AS layer_role, e.path,
   CASE e.kind WHEN 'file' THEN 'f' WHEN 'dir' THEN 'd' WHEN 'symlink' THEN 'l' WHEN 'char' THEN 'c'
     WHEN 'block' THEN 'b' WHEN 'fifo' THEN 'p' ELSE 's' END AS type,
@@ -104,6 +121,13 @@ CREATE VIEW "layer_entries" AS SELECT e.id, l.name AS layer, l.role AS layer_rol
   strftime('%Y-%m-%dT%H:%M:%SZ', e.mtime_ns / 1000000000, 'unixepoch') AS mtime, e.target, e.blake3, e.whiteout, e.opaque, e.xattrs,
   e.layer_id
 FROM entries e JOIN layers l ON l.id = e.layer_id;
+CREATE TABLE "layer_findings" (
+   "id" INTEGER PRIMARY KEY NOT NULL,
+   "layer_id" TEXT NOT NULL REFERENCES "layers"("id"),
+   "path" TEXT NOT NULL,
+   "kind" TEXT NOT NULL,
+   "detail" TEXT
+);
 CREATE TABLE "layers" (
    "id" TEXT PRIMARY KEY NOT NULL,
    "name" TEXT NOT NULL,
