@@ -118,10 +118,15 @@ class Analysis:
     def find_image(self, name: str) -> Image:
         images = self.images
         for image in images:
-            if name in (image.id, *image.tags) or image.id.removeprefix("sha256:").startswith(
-                name.removeprefix("sha256:")
-            ):
+            if name in (image.id, *image.tags):
                 return image
+        bare = name.removeprefix("sha256:")
+        matches = [i for i in images if i.id.removeprefix("sha256:").startswith(bare)] if len(bare) >= 3 else []
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            ids = ", ".join(i.id.removeprefix("sha256:")[:12] for i in matches)
+            raise NotFoundError(f"image id prefix {name!r} is ambiguous: {ids}.")
         tags = [t for i in images for t in i.tags]
         close = difflib.get_close_matches(name, tags, n=3, cutoff=0.5)
         hint = f" Did you mean {', '.join(close)}?" if close else ""

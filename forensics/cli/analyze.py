@@ -94,7 +94,7 @@ def diff(
 
 @app.command(
     rich_help_panel=PANEL,
-    epilog=examples_epilog("o2f trace sample.o2f s-web /srv/data/gone.txt"),
+    epilog=examples_epilog("o2f trace sample.o2f s-web /srv/data/ctr-delete.txt"),
 )
 def trace(
     snapshot: str = typer.Argument(..., help="Snapshot file."),

@@ -91,8 +91,8 @@ def _register() -> None:
 
 def main() -> None:
     """Console entry point: every expected failure is one line on stderr and exit code 2."""
-    _register()
     try:
+        _register()
         app()
     except O2fError as exc:
         err_console.print(f"o2f: {exc}", markup=False, highlight=False)

@@ -45,6 +45,7 @@ class ListFormat(str, Enum):
 
 class LsFormat(str, Enum):
     table = "table"
+    json = "json"
     jsonl = "jsonl"
     csv = "csv"
     bodyfile = "bodyfile"

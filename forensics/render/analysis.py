@@ -124,9 +124,8 @@ def images_output(summaries: Sequence[Any], fmt: str) -> str:
 
 def ls_output(entries: Sequence[Entry], fmt: str, container: str) -> str:
     if fmt == "bodyfile":
-        return "".join(
-            bodyfile_line(e, f"{body_name(container.encode())}:{body_name(e.path)}") + "\n" for e in entries
-        )
+        prefix = body_name(container.encode())
+        return "".join(bodyfile_line(e, f"{prefix}:{body_name(e.path)}") + "\n" for e in entries)
     records = [entry_record(e) for e in entries]
     if fmt == "jsonl":
         return to_jsonl(records)
@@ -136,7 +135,7 @@ def ls_output(entries: Sequence[Entry], fmt: str, container: str) -> str:
         return to_csv(ENTRY_FIELDS, [_flat(r) for r in records])
     rows = [
         (
-            r["type"][0] if r["type"] != "symlink" else "l",
+            e.kind.letter,
             r["mode"],
             f"{r['uid']}:{r['gid']}",
             "" if r["size"] is None else r["size"],
@@ -145,7 +144,7 @@ def ls_output(entries: Sequence[Entry], fmt: str, container: str) -> str:
             (r.get("blake3") or "")[:16],
             short(r["layer"]),
         )
-        for r in records
+        for e, r in zip(entries, records)
     ]
     return render_table(rich_table(("t", "mode", "owner", "size", "mtime", "path", "blake3", "layer"), rows))
 
@@ -165,7 +164,7 @@ def _iso(ns: int | None) -> str:
     from datetime import datetime, timezone
 
     seconds, rest = divmod(ns, 1_000_000_000)
-    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{rest:09d}"[:4]
+    return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S") + f".{rest:09d}Z"
 
 
 # -- diff ------------------------------------------------------------------------------

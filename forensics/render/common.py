@@ -51,6 +51,8 @@ def csv_cell(value: Any) -> str:
     """A CSV cell a spreadsheet will not run as a formula (OWASP CSV injection)."""
     if value is None:
         return ""
+    if isinstance(value, (int, float)):
+        return str(value)
     if isinstance(value, (dict, list)):
         text = json.dumps(value, ensure_ascii=False, sort_keys=True)
     else:

@@ -41,6 +41,12 @@ def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
     cell is its type and the hex of its bytes: unambiguous, and (unlike
     ``quote()``, which stops at a NUL) covering every byte of a text value.
     """
+    # The DDL first: a redefined view or index is a changed snapshot too.
+    yield b"\x1esqlite_master\n"
+    for (sql,) in conn.execute(
+        "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type, name"
+    ):
+        yield sql.encode("utf-8", "surrogatepass") + b"\n"
     for table in schema.TABLES:
         columns = [c for c in table.column_names if not (table.name == "snapshot" and c == "digest")]
         expr = " || ',' || ".join(f"typeof([{c}]) || ':' || hex(CAST([{c}] AS BLOB))" for c in columns)

@@ -335,11 +335,11 @@ class SnapshotWriter:
                 self.db[table.name].create_index(list(columns), unique=True, if_not_exists=True)
         provenance.counts = self.counts()
         self._write_provenance(provenance)
-        self.conn.execute("COMMIT")
+        # complete = 1 and the digest are committed together: no whole-looking snapshot without one.
         digest = digest_of(canonical_records(self.conn))
         provenance.digest = digest
         self.conn.execute("UPDATE snapshot SET digest = ? WHERE id = 1", (digest,))
-        self.conn.execute("ANALYZE")
+        self.conn.execute("COMMIT")
         return digest
 
     def abort(self, provenance: Provenance) -> None:

@@ -193,6 +193,5 @@ CREATE TABLE "snapshot" (
    "hashes_reused" INTEGER,
    "digest" TEXT
 );
-CREATE TABLE sqlite_stat1(tbl,idx,stat);
 CREATE VIEW "whiteouts" AS SELECT l.name AS layer, l.role AS layer_role, e.path, e.layer_id
 FROM entries e JOIN layers l ON l.id = e.layer_id WHERE e.whiteout = 1;
