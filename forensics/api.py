@@ -19,7 +19,15 @@ from pathlib import Path
 from forensics import __version__
 from forensics.analyze.containers import Analysis
 from forensics.analyze.diff import docker_changes, forensic_changes
-from forensics.analyze.report import container_summaries, history, image_summaries, list_view, timeline, trace
+from forensics.analyze.report import (
+    container_summaries,
+    history,
+    image_summaries,
+    layer_summaries,
+    list_view,
+    timeline,
+    trace,
+)
 from forensics.capture.engine import Discovered, Engine, Gathered, all_engines
 from forensics.capture.hash import hash_chunks, hash_file_path
 from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
@@ -283,6 +291,7 @@ __all__ += [
     "diff",
     "history",
     "image_summaries",
+    "layer_summaries",
     "list_view",
     "open_analysis",
     "select_containers",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from forensics.analyze.containers import Analysis
 from forensics.analyze.diff import forensic_changes, layer_changes
 from forensics.errors import ChainError, NotFoundError
-from forensics.model import Change, ChangeKind, Container, Entry, Image, Kind, base_name, path_sort_key
+from forensics.model import Change, ChangeKind, Container, Entry, Image, Kind, Layer, base_name, path_sort_key
 from forensics.overlay import rules
 from forensics.overlay.trace import TraceStep, trace_path
 
@@ -21,6 +21,32 @@ class ContainerSummary:
     upper_size: int | None
     changes: int | None
     problem: str | None
+
+
+@dataclass(frozen=True)
+class LayerSummary:
+    layer: Layer
+    entries: int
+    size: int
+    used_by: tuple[str, ...]  # images (tags or short ids) and containers stacked on it
+
+
+def layer_summaries(analysis: Analysis) -> list[LayerSummary]:
+    """Every layer directory with its role; orphans (no chain, no engine record) included."""
+    sizes = analysis.snapshot.layer_sizes()
+    users: dict[str, set[str]] = {}
+    names = _image_names(analysis)
+    for image in analysis.images:
+        for layer_id in image.layers:
+            users.setdefault(layer_id, set()).add(names[image.id])
+    for container in analysis.containers:
+        for layer_id in (container.upper_layer, *container.chain):
+            if layer_id:
+                users.setdefault(layer_id, set()).add(container.name or container.id)
+    return [
+        LayerSummary(layer, *sizes.get(layer.id, (0, 0)), tuple(sorted(users.get(layer.id, ()))))
+        for layer in analysis.layers.values()
+    ]
 
 
 @dataclass(frozen=True)

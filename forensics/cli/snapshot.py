@@ -9,7 +9,7 @@ import typer
 from forensics import api
 from forensics.cli.analyze import cli_path, open_analysis
 from forensics.cli.app import app, examples_epilog, warn
-from forensics.render.analysis import containers_output, images_output, ls_output
+from forensics.render.analysis import containers_output, images_output, layers_output, ls_output
 from forensics.render.info import info_json, info_record, info_table
 
 PANEL = "Snapshot"
@@ -75,6 +75,19 @@ def images(
     """List images with their tags, layers and the containers using them."""
     analysis = open_analysis(snapshot)
     typer.echo(images_output(api.image_summaries(analysis), format.value), nl=False)
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog("o2f layers sample.o2f", "o2f layers sample.o2f --format json"),
+)
+def layers(
+    snapshot: str = typer.Argument(..., help="Snapshot file."),
+    format: ListFormat = typer.Option(ListFormat.table, "--format", "-f", help="Output format."),
+) -> None:
+    """List every layer directory with its role (image, init, container, orphan), size and users."""
+    analysis = open_analysis(snapshot)
+    typer.echo(layers_output(api.layer_summaries(analysis), format.value), nl=False)
 
 
 @app.command(

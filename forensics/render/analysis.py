@@ -119,6 +119,46 @@ def images_output(summaries: Sequence[Any], fmt: str) -> str:
     return render_table(rich_table(columns, rows, title="images"))
 
 
+def layer_record(summary: Any) -> dict[str, Any]:
+    layer = summary.layer
+    return {
+        "id": layer.id,
+        "role": layer.role.value,
+        "link": layer.link,
+        "chain": list(layer.chain),
+        "entries": summary.entries,
+        "size": summary.size,
+        "committed": layer.committed,
+        "has_diff": layer.has_diff,
+        "used_by": list(summary.used_by),
+        "problem": layer.problem,
+    }
+
+
+def layers_output(summaries: Sequence[Any], fmt: str) -> str:
+    records = [layer_record(s) for s in summaries]
+    if fmt == "json":
+        return to_json(records) + "\n"
+    if fmt == "jsonl":
+        return to_jsonl(records)
+    if fmt == "csv":
+        return to_csv(list(records[0]) if records else ["id"], [_flat(r) for r in records])
+    rows = [
+        (
+            short(r["id"]) + ("-init" if r["id"].endswith("-init") else ""),
+            r["role"],
+            r["entries"],
+            _size(r["size"]),
+            len(r["chain"]),
+            ", ".join(r["used_by"]),
+            r["problem"] or "",
+        )
+        for r in records
+    ]
+    columns = ("layer", "role", "entries", "size", "lower layers", "used by", "problem")
+    return render_table(rich_table(columns, rows, title="layers"))
+
+
 # -- ls ------------------------------------------------------------------------------
 
 

@@ -97,8 +97,16 @@ class Snapshot:
                 f"this o2f reads version {schema.SCHEMA_VERSION}."
             )
         try:
-            self.conn.execute("SELECT count(*) FROM entries").fetchone()
             self.conn.execute("PRAGMA quick_check(1)").fetchone()
+            for table in schema.TABLES:
+                present = {row[1] for row in self.conn.execute(f"PRAGMA table_info([{table.name}])")}
+                missing = [c for c in table.column_names if c not in present]
+                if missing:
+                    what = f"table {table.name}" if not present else f"column {table.name}.{missing[0]}"
+                    raise SnapshotError(
+                        f"{path} says schema version {version} but lacks {what}: it is damaged, or was "
+                        f"written by a development build of o2f."
+                    )
         except sqlite3.DatabaseError as exc:
             raise SnapshotError(f"{path} is damaged or truncated ({exc}).") from None
 
@@ -255,6 +263,14 @@ class Snapshot:
             )
             for row in self._query("SELECT * FROM mounts ORDER BY id")
         ]
+
+    def layer_sizes(self) -> dict[str, tuple[int, int]]:
+        """Per layer: (number of entries, bytes of regular files)."""
+        rows = self._query(
+            "SELECT layer_id, count(*) AS n, coalesce(sum(CASE WHEN kind = 'file' THEN size END), 0) AS bytes"
+            " FROM entries GROUP BY layer_id"
+        )
+        return {row["layer_id"]: (row["n"], row["bytes"]) for row in rows}
 
     def errors(self) -> list[dict[str, object]]:
         return [dict(row) for row in self._query("SELECT * FROM errors ORDER BY id")]

@@ -196,7 +196,7 @@ class SnapshotWriter:
             (
                 {
                     "id": layer.id,
-                    "name": layer.id[:12],
+                    "name": layer.id[:12] + ("-init" if layer.id.endswith("-init") else ""),
                     "role": layer.role.value,
                     "link": layer.link,
                     "lower": layer.lower,
