@@ -12,13 +12,18 @@ import os
 import platform
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from forensics import __version__
+from forensics.analyze import audit as _audit
+from forensics.analyze import compare as _compare
+from forensics.analyze import drift as _drift
+from forensics.analyze.audit import AuditReport
 from forensics.analyze.containers import Analysis
 from forensics.analyze.diff import docker_changes, forensic_changes
+from forensics.analyze.podman import PodmanDiffError, podman_changes
 from forensics.analyze.report import (
     container_summaries,
     history,
@@ -30,14 +35,16 @@ from forensics.analyze.report import (
 )
 from forensics.capture.engine import Discovered, Engine, Gathered, all_engines
 from forensics.capture.hash import hash_chunks, hash_file_path
+from forensics.capture.layerverify import verify_layers as verify_layers_of
 from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
 from forensics.capture.sources import Noted, Relink, Source, find_source
-from forensics.errors import ChainError, MountTableError, O2fError, SnapshotError, UsageError
+from forensics.errors import ChainError, MountTableError, O2fError, PolicyError, SnapshotError, UsageError
 from forensics.model import (
     CaptureError,
     Change,
     Container,
     Entry,
+    LayerVerdict,
     MetadataFile,
     Mount,
     Provenance,
@@ -116,8 +123,14 @@ def collect(
     mounts_file: str | None = None,
     progress: Progress | None = None,
     threads: int | None = None,
+    verify_layers: bool = True,
 ) -> CollectResult:
-    """Capture a data root (directory or tar archive) into a new snapshot file."""
+    """Capture a data root (directory or tar archive) into a new snapshot file.
+
+    ``verify_layers`` checks every image layer against the engine's records
+    (diff id and tar-split) and stores the verdicts in ``layer_checks`` and
+    ``layer_findings`` (docs/evidence.md#image-layers-checked-at-collection).
+    """
     source = find_source(source_path)
     if threads is not None and hasattr(source, "threads"):
         source.threads = threads  # type: ignore[attr-defined]
@@ -131,7 +144,7 @@ def collect(
         layout="",
         host=socket.gethostname(),
         kernel=platform.release(),
-        options={"mounts": mounts_origin, "force": force},
+        options={"mounts": mounts_origin, "force": force, "verify_layers": verify_layers},
         capabilities=source.capabilities,
     )
     engines = all_engines()
@@ -162,6 +175,8 @@ def collect(
             elif isinstance(item, CaptureError):
                 writer.add_error(item)
         discovered = _write_discovered(writer, engines, source, gathered, mounts)
+        if verify_layers:
+            _verify_layers(writer, source, discovered)
         provenance.finished_utc = _utc_now()
         provenance.complete = True
         provenance.bytes_read = source.bytes_read
@@ -196,6 +211,28 @@ def _write_discovered(
     writer.add_containers(discovered.containers)
     writer.add_mounts(mounts)
     return discovered
+
+
+def _verify_layers(writer: SnapshotWriter, source: Source, discovered: Discovered) -> None:
+    """Every image layer against its diff id and tar-split, into layer_checks and layer_findings."""
+    writer.flush()
+    checks = []
+    findings = []
+    for result in verify_layers_of(source, discovered.layers, discovered.image_layers, writer.layer_entries):
+        checks.append(result.check)
+        findings.extend(result.findings)
+        check = result.check
+        if check.verdict is LayerVerdict.TAMPERED:
+            discovered.warnings.append(
+                f"image layer {check.layer_id[:12]} differs from the layer tar the engine recorded "
+                f"({check.detail}); o2f audit lists the files."
+            )
+        elif check.verdict is LayerVerdict.ERROR:
+            discovered.warnings.append(
+                f"image layer {check.layer_id[:12]} could not be verified: {check.detail}."
+            )
+    writer.add_layer_checks(checks)
+    writer.add_layer_findings(findings)
 
 
 def _chain_first(first: object, rest: object):  # type: ignore[no-untyped-def]
@@ -258,12 +295,19 @@ class DiffResult:
     reports: list[tuple[Container, list[Change]]]
     docker: list[tuple[Container, list[tuple[str, bytes]]]]
     problems: list[str]
+    podman: list[tuple[Container, list[tuple[str, bytes]]]] = field(default_factory=list)
 
 
-def diff(analysis: Analysis, names: Sequence[str] | None, *, docker: bool = False) -> DiffResult:
-    """Change reports per container; a damaged chain is a problem for that container only."""
+def diff(
+    analysis: Analysis, names: Sequence[str] | None, *, docker: bool = False, podman: bool = False
+) -> DiffResult:
+    """Change reports per container; a damaged chain is a problem for that container only.
+
+    ``docker=True`` gives what `docker diff` prints, ``podman=True`` what `podman diff` prints.
+    """
     reports: list[tuple[Container, list[Change]]] = []
     letters: list[tuple[Container, list[tuple[str, bytes]]]] = []
+    podman_letters: list[tuple[Container, list[tuple[str, bytes]]]] = []
     problems: list[str] = []
     selected = select_containers(analysis, names)
     analysis.prepare(selected)
@@ -275,11 +319,16 @@ def diff(analysis: Analysis, names: Sequence[str] | None, *, docker: bool = Fals
         except ChainError as exc:
             problems.append(str(exc))
             continue
-        if docker:
+        if podman:
+            try:
+                podman_letters.append((container, podman_changes(views)))
+            except PodmanDiffError as exc:
+                problems.append(str(exc))
+        elif docker:
             letters.append((container, docker_changes(views)))
         else:
             reports.append((container, forensic_changes(container, views)))
-    return DiffResult(reports, letters, problems)
+    return DiffResult(reports, letters, problems, podman_letters)
 
 
 __all__ += [
@@ -298,3 +347,123 @@ __all__ += [
     "timeline",
     "trace",
 ]
+
+
+# -- compare and drift ---------------------------------------------------------------
+
+
+def _open_two(first: str, second: str, labels: tuple[str, str]) -> tuple[Analysis, Analysis, list[str]]:
+    """Two different snapshots of one schema version, opened for analysis, and their warnings."""
+    if os.path.exists(first) and os.path.exists(second) and os.path.samefile(first, second):
+        raise UsageError(f"{labels[0]} and {labels[1]} are the same snapshot ({first}); give two snapshots.")
+    a, warnings_a = open_analysis(first)
+    b, warnings_b = open_analysis(second)
+    pa, pb = a.snapshot.provenance, b.snapshot.provenance
+    if pa.get("schema_version") != pb.get("schema_version"):
+        raise UsageError(
+            f"{first} has schema version {pa.get('schema_version')} and {second} has "
+            f"{pb.get('schema_version')}; compare snapshots of one version."
+        )
+    if pa.get("digest") is not None and pa.get("digest") == pb.get("digest"):
+        raise UsageError(
+            f"{labels[0]} and {labels[1]} are the same snapshot: {first} and {second} have the same "
+            "records digest."
+        )
+    return a, b, warnings_a + warnings_b
+
+
+def _pairs(pairs: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for pair in pairs:
+        left, sep, right = pair.partition("=")
+        if not sep or not left or not right:
+            raise UsageError(f"--pair {pair!r} is not of the form A=B (a container of A, one of B).")
+        out.append((left, right))
+    return out
+
+
+def compare(a: str, b: str, *, pairs: Sequence[str] = ()) -> _compare.Comparison:
+    """What differs between snapshots A and B: images, image layers and containers, by content address.
+
+    *pairs*: ``"A=B"`` strings pairing a container of A with one of B (name,
+    id or id prefix); the other containers are matched by name. Warnings
+    (an incomplete snapshot, a container whose chain is broken) are in
+    ``.problems``.
+    """
+    first, second, warnings = _open_two(a, b, ("A", "B"))
+    result = _compare.compare(first, second, _pairs(pairs))
+    result.problems[:0] = warnings
+    return result
+
+
+def load_policy(path: str | None) -> _drift.Policy:
+    """A drift policy file (docs/policy.md), or the built-in policy when *path* is None."""
+    if path is None:
+        return _drift.Policy()
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist.") from None
+    except IsADirectoryError:
+        raise PolicyError(f"policy file {path} is a directory.") from None
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror}.") from None
+    return _drift.parse_policy(data, path)
+
+
+def drift(
+    baseline: str,
+    current: str | None = None,
+    *,
+    no_baseline: bool = False,
+    ignore: Sequence[str] = (),
+    policy: str | None = None,
+) -> _drift.DriftReport:
+    """The drift gate: CURRENT against BASELINE, or (``no_baseline``) each container against its image.
+
+    ``report.drifted`` is the verdict (any failure); ``report.findings`` the
+    failures and warnings; ``report.problems`` the warnings to show.
+    """
+    rules_ = load_policy(policy)
+    if no_baseline:
+        if current is not None:
+            raise UsageError("--no-baseline checks one snapshot; give only CURRENT.")
+        analysis, warnings = open_analysis(baseline)
+        result = diff(analysis, None)
+        raw = _drift.findings_from_changes(result.reports)
+        names = [c.name or c.id for c in analysis.containers]
+        side = _compare.side_of(analysis)
+        return _drift.drift_report(
+            "no-baseline", None, side, raw, names, rules_, ignore, [*warnings, *result.problems]
+        )
+    if current is None:
+        raise UsageError("drift needs BASELINE and CURRENT, or --no-baseline with one snapshot.")
+    first, second, warnings = _open_two(baseline, current, ("the baseline", "the current snapshot"))
+    comparison = _compare.compare(first, second)
+    raw = _drift.findings_from_comparison(comparison)
+    names = [c.name or c.id for c in (*first.containers, *second.containers)]
+    return _drift.drift_report(
+        "baseline",
+        comparison.a,
+        comparison.b,
+        raw,
+        names,
+        rules_,
+        ignore,
+        [*warnings, *comparison.problems],
+    )
+
+
+__all__ += ["compare", "drift", "load_policy"]
+
+
+# -- audit ----------------------------------------------------------------------------
+
+
+def audit(analysis: Analysis) -> AuditReport:
+    """Evidence-integrity findings: image layer checks, mount table, structure and upperdirs."""
+    return _audit.audit(analysis)
+
+
+__all__ += ["AuditReport", "audit"]

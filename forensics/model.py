@@ -381,3 +381,105 @@ class Change:
     lower: Entry | None = None  # the baseline entry it replaced or hid
     via: bytes | None = None  # deleted: the whiteout, opaque dir or entry that hid it
     layer: str | None = None  # the layer holding the change (the upperdir)
+
+
+# --- layer verification and audit ---------------------------------------------------
+
+
+class LayerVerdict(str, enum.Enum):
+    """What checking an image layer against the engine's records (diff id, tar-split) concluded."""
+
+    VERIFIED = "verified"  # every file and header matches the layer tar the engine recorded
+    TAMPERED = "tampered"  # something differs (layer_findings says what)
+    UNVERIFIABLE = "unverifiable"  # nothing to check against (no tar-split, no layerdb record)
+    ERROR = "error"  # the check could not be completed (unreadable tar-split or files)
+
+
+class LayerFindingKind(str, enum.Enum):
+    """How one path of an image layer on disk differs from the layer tar the engine recorded."""
+
+    CONTENT = "content"  # CRC-64 or size of the file's bytes
+    METADATA = "metadata"  # type, mode, owner, mtime, link target, device numbers or xattrs
+    ADDED = "added"  # on disk, not in the tar
+    MISSING = "missing"  # in the tar, not on disk
+
+
+@dataclass(frozen=True, slots=True)
+class LayerCheck:
+    """One image layer checked at collection (one ``layer_checks`` row)."""
+
+    layer_id: str
+    verdict: LayerVerdict
+    method: str | None  # tar-split-stream, tar-split-files or none
+    chain_id: str | None = None
+    diff_id: str | None = None
+    computed_diff_id: str | None = None  # sha256 of the rebuilt stream (tar-split-stream only)
+    files_checked: int | None = None
+    findings: int = 0
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LayerFinding:
+    """One path of an image layer that differs from its recorded tar (one ``layer_findings`` row).
+
+    ``detail`` maps each field that differs to ``[recorded, found]`` (``crc64``,
+    ``size``, ``type``, ``mode``, ``uid``, ``gid``, ``mtime_ns``, ``target``,
+    ``link``, ``rdev``, ``xattrs``, ``opaque``), or holds ``read`` with the
+    reason a file could not be read.
+    """
+
+    layer_id: str
+    path: bytes
+    kind: LayerFindingKind
+    detail: dict[str, object] = field(default_factory=dict)
+
+
+class Severity(str, enum.Enum):
+    """How much an audit finding matters; a gate fails at ``warning`` and above."""
+
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+class AuditKind(str, enum.Enum):
+    """Every kind of finding ``o2f audit`` reports (docs/cli.md#o2f-audit)."""
+
+    LAYER_TAMPERED = "layer-tampered"
+    LAYER_METADATA_CHANGED = "layer-metadata-changed"
+    LAYER_FILE_ADDED = "layer-file-added"
+    LAYER_FILE_MISSING = "layer-file-missing"
+    LAYER_UNVERIFIABLE = "layer-unverifiable"
+    ROGUE_MOUNT = "rogue-mount"
+    MOUNT_LOWER_MISMATCH = "mount-lower-mismatch"
+    RUNNING_WITHOUT_MOUNT = "running-without-mount"
+    ORPHAN_LAYER = "orphan-layer"
+    DANGLING_LINK = "dangling-link"
+    WHITEOUT_OF_NOTHING = "whiteout-of-nothing"
+    LITERAL_WH_FILE = "literal-wh-file"
+    SETUID_ADDED = "setuid-added"
+    CAPABILITY_ADDED = "capability-added"
+    EXECUTABLE_ADDED = "executable-added"
+    HIDDEN_PATH_ADDED = "hidden-path-added"
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFinding:
+    """One anomaly ``o2f audit`` found: what, how bad, where, and the evidence."""
+
+    kind: AuditKind
+    severity: Severity
+    detail: str  # one sentence for people
+    path: bytes | None = None  # inside the layer or container
+    layer: str | None = None  # layer id
+    container: str | None = None  # container name
+    container_id: str | None = None
+    evidence: dict[str, object] = field(default_factory=dict)  # machine-readable facts behind detail

@@ -15,6 +15,8 @@ if not SHARED.is_dir():  # CI lays shared/ beside the clone
 CORPORA = SHARED / "corpora"
 DOCKER_A = CORPORA / "docker-a"
 DOCKER_A_TAR = DOCKER_A / "data-root.tar.gz"
+PODMAN_A = CORPORA / "podman-a"
+PODMAN_A_TAR = PODMAN_A / "data-root.tar.gz"
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TAR = REPO / "samples" / "docker-sample.tar.gz"
 
@@ -54,6 +56,21 @@ def docker_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("docker-a")
     extract_tar(DOCKER_A_TAR, dest)
     return dest / "var" / "lib" / "docker"
+
+
+@pytest.fixture(scope="session")
+def podman_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An extracted copy of the podman-a graph root (tar members var/lib/containers/storage/...).
+
+    Read-only use: tests must not modify it.
+    """
+    if not PODMAN_A_TAR.exists():
+        pytest.skip(f"corpus not found at {PODMAN_A}")
+    if not IS_ROOT:
+        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
+    dest = tmp_path_factory.mktemp("podman-a")
+    extract_tar(PODMAN_A_TAR, dest)
+    return dest / "var" / "lib" / "containers" / "storage"
 
 
 @pytest.fixture()

@@ -854,8 +854,8 @@ def _mkdirs_root(path: str) -> None:
     os.chown(path, 0, 0)
 
 
-def _run_in(root: Path, layer_id: str, what: Ops | Action) -> None:
-    with mount_layer(root, layer_id) as merged:
+def _run_in(root: Path, layer_id: str, what: Ops | Action, driver: str = "overlay2") -> None:
+    with mount_layer(root, layer_id, driver=driver) as merged:
         if callable(what):
             what(merged)
         else:
@@ -876,7 +876,12 @@ def _container_layer(root: Path, container: str | ContainerRecord) -> str:
 
 @contextmanager
 def mount_layer(
-    root: Path | str, layer_id: str, *, options: str = "", relative: bool | None = None
+    root: Path | str,
+    layer_id: str,
+    *,
+    options: str = "",
+    relative: bool | None = None,
+    driver: str = "overlay2",
 ) -> Iterator[Path]:
     """Mount layer *layer_id* of data root *root* as overlay upper, as dockerd's overlay2 driver does.
 
@@ -886,8 +891,9 @@ def mount_layer(
     relative form (``l/A:l/B``, ``<id>/diff``), which the kernel resolves against the cwd and
     shows verbatim in mountinfo. ``relative=True``/``False`` forces one form. No other options
     unless *options* adds some. Yields ``overlay2/<id>/merged``; unmounts and removes it afterwards.
+    ``driver="overlay"`` does the same in a containers/storage root (``overlay/``).
     """
-    overlay2 = Path(root).absolute() / "overlay2"
+    overlay2 = Path(root).absolute() / driver
     layer = overlay2 / layer_id
     lower = (layer / "lower").read_text()
     work = layer / "work"
@@ -1029,3 +1035,267 @@ def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, ob
                         hasher.update(chunk)
                 row["blake3"] = hasher.hexdigest()
     return out
+
+
+# --- a containers/storage root (Podman, CRI-O, buildah) ----------------------------------
+
+
+@dataclass
+class StorageContainer:
+    name: str
+    id: str
+    image: ImageRecord
+    layer_id: str  # the RW layer (upperdir); no -init layer in containers/storage
+    state: str
+
+    @property
+    def chain(self) -> list[str]:
+        """Layer ids below the upper, nearest first (the image, top to bottom)."""
+        return list(reversed(self.image.layers))
+
+
+@dataclass
+class StorageRoot:
+    root: Path
+    images: dict[str, ImageRecord] = field(default_factory=dict)
+    containers: dict[str, StorageContainer] = field(default_factory=dict)
+
+    def diff(self, layer_id: str) -> Path:
+        return self.root / "overlay" / layer_id / "diff"
+
+    def upper(self, container: str) -> Path:
+        return self.diff(self.containers[container].layer_id)
+
+
+def podman_init(merged: Path) -> None:
+    """What Podman 4.3 leaves in a container's upperdir when it starts it (podman-a README,
+    "containers/storage layout observed"): empty 0755 mount-point files ``/etc/hosts``,
+    ``/etc/hostname`` and ``/run/.containerenv`` where the image has none, and
+    ``/etc/mtab -> /proc/mounts``. The real contents live in the runroot, bind-mounted over them."""
+    for path in ("/etc/hosts", "/etc/hostname", "/run/.containerenv"):
+        full = str(merged) + path
+        if os.path.lexists(full):
+            continue
+        _mkdirs_root(os.path.dirname(full))
+        fd = os.open(full, os.O_CREAT | os.O_WRONLY, 0o755)
+        os.fchown(fd, 0, 0)
+        os.close(fd)
+    mtab = str(merged) + "/etc/mtab"
+    if not os.path.lexists(mtab):
+        os.symlink("/proc/mounts", mtab)
+
+
+class _StorageBuilder:
+    """containers/storage's overlay driver layout, as Podman 4.3 / buildah 1.28 write it."""
+
+    def __init__(self, root: Path, seed: str, clock: float) -> None:
+        self.root = root
+        self.ids = _Ids(seed)
+        self.clock = clock
+        self.overlay = _mkdir(root / "overlay", 0o700)
+        _mkdir(self.overlay / "l", 0o755)
+        for name in ("overlay-layers", "overlay-images", "overlay-containers", "libpod", "volumes", "tmp"):
+            _mkdir(root / name, 0o700)
+        self.links: dict[str, str] = {}
+        self.by_chain: dict[str, str] = {}
+        self.layers: list[dict[str, object]] = []
+        self.images: list[dict[str, object]] = []
+        self.containers: list[dict[str, object]] = []
+
+    def tick(self) -> str:
+        self.clock += 1.25
+        return _iso(self.clock)
+
+    def new_layer(self, layer_id: str, lower_ids: Sequence[str]) -> Path:
+        """overlay/<id>/{diff,link,lower|empty,work} and l/<short> -> ../<id>/diff (lower: no newline)."""
+        layer = _mkdir(self.overlay / layer_id, 0o700)
+        _mkdir(layer / "diff", 0o755)
+        short = self.ids.short()
+        _write(layer / "link", short)
+        os.symlink(f"../{layer_id}/diff", self.overlay / "l" / short)
+        self.links[layer_id] = short
+        if lower_ids:
+            _write(layer / "lower", ":".join(f"l/{self.links[i]}" for i in lower_ids))
+        else:
+            _mkdir(layer / "empty", 0o700)
+        _mkdir(layer / "work", 0o700)
+        return layer
+
+    def image(self, name: str, layers: Sequence[Ops]) -> ImageRecord:
+        if ":" not in name.rpartition("/")[2]:
+            name += ":latest"
+        diff_ids: list[str] = []
+        chain_ids: list[str] = []
+        layer_ids: list[str] = []
+        for ops in layers:
+            layer_id = self.ids.hex64()
+            layer = self.new_layer(layer_id, list(reversed(layer_ids)))
+            write_layer(layer / "diff", ops)
+            tar, _size = layer_tar(layer / "diff")
+            diff_id = "sha256:" + hashlib.sha256(tar).hexdigest()
+            parent = chain_ids[-1] if chain_ids else None
+            chain_id = (
+                diff_id
+                if parent is None
+                else "sha256:" + hashlib.sha256(f"{parent} {diff_id}".encode()).hexdigest()
+            )
+            if chain_id in self.by_chain:  # containers/storage reuses a layer it already has
+                self._drop_layer(layer_id)
+                layer_id = self.by_chain[chain_id]
+            else:
+                self.by_chain[chain_id] = layer_id
+                record: dict[str, object] = {"id": layer_id}
+                if layer_ids:
+                    record["parent"] = layer_ids[-1]
+                record.update(
+                    {
+                        "created": self.tick(),
+                        "compressed-diff-digest": diff_id,
+                        "compressed-size": len(tar),
+                        "diff-digest": diff_id,
+                        "diff-size": len(tar),
+                        "uidset": [0],
+                        "gidset": [0],
+                    }
+                )
+                self.layers.append(record)
+            diff_ids.append(diff_id)
+            chain_ids.append(chain_id)
+            layer_ids.append(layer_id)
+        config = {
+            "architecture": "amd64",
+            "config": {
+                "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "Cmd": ["/bin/sh"],
+                "Labels": {"org.example.layerlang": name},
+            },
+            "created": self.tick(),
+            "history": [
+                {"created": self.tick(), "created_by": f"layerlang layer {i}"} for i in range(len(layers))
+            ],
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        raw = json.dumps(config, separators=(",", ":")).encode()
+        image_hex = hashlib.sha256(raw).hexdigest()
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"digest": "sha256:" + image_hex, "size": len(raw)},
+                "layers": [{"digest": d} for d in diff_ids],
+            },
+            separators=(",", ":"),
+        ).encode()
+        manifest_digest = "sha256:" + hashlib.sha256(manifest).hexdigest()
+        image_dir = _mkdir(self.root / "overlay-images" / image_hex, 0o700)
+        blobs = {"sha256:" + image_hex: raw, "manifest-" + manifest_digest: manifest, "manifest": manifest}
+        for key, blob in blobs.items():
+            _write(image_dir / ("=" + base64.b64encode(key.encode()).decode()), blob, 0o600)
+        _write(image_dir / "manifest", manifest, 0o600)
+        self.images.append(
+            {
+                "id": image_hex,
+                "digest": manifest_digest,
+                "names": [name],
+                "layer": layer_ids[-1],
+                "metadata": "{}",
+                "big-data-names": list(blobs),
+                "big-data-sizes": {k: len(v) for k, v in blobs.items()},
+                "big-data-digests": {k: "sha256:" + hashlib.sha256(v).hexdigest() for k, v in blobs.items()},
+                "created": config["created"],
+            }
+        )
+        return ImageRecord(name, "sha256:" + image_hex, diff_ids, chain_ids, layer_ids)
+
+    def _drop_layer(self, layer_id: str) -> None:
+        import shutil
+
+        short = self.links.pop(layer_id)
+        os.unlink(self.overlay / "l" / short)
+        shutil.rmtree(self.overlay / layer_id)
+
+    def container(self, name: str, spec: ContainerSpec, image: ImageRecord) -> StorageContainer:
+        state = spec.state or ("exited" if spec.run is not None else "created")
+        container_id = self.ids.hex64()
+        layer_id = self.ids.hex64()
+        self.new_layer(layer_id, list(reversed(image.layers)))
+        self.layers.append(
+            {"id": layer_id, "names": [f"{name}-layer"], "parent": image.layers[-1], "created": self.tick()}
+        )
+        if state != "created":
+            init = podman_init if spec.init is None else spec.init
+            _run_in(self.root, layer_id, init, driver="overlay")
+            _run_in(self.root, layer_id, spec.run if spec.run is not None else [], driver="overlay")
+        if state in ("created", "running"):
+            _mkdir(self.overlay / layer_id / "merged", 0o700)
+        created = self.tick()
+        metadata = {
+            "image-name": image.name,
+            "image-id": image.id.removeprefix("sha256:"),
+            "name": name,
+            "created-at": int(self.clock),
+        }
+        self.containers.append(
+            {
+                "id": container_id,
+                "names": [name],
+                "image": image.id.removeprefix("sha256:"),
+                "layer": layer_id,
+                "metadata": json.dumps(metadata, separators=(",", ":")),
+                "created": created,
+                "flags": {"MountLabel": "", "ProcessLabel": ""},
+            }
+        )
+        _mkdir(self.root / "overlay-containers" / container_id / "userdata", 0o700)
+        return StorageContainer(name, container_id, image, layer_id, state)
+
+    def finish(self) -> None:
+        """The three JSON stores, as containers/storage writes them (one line, no newline)."""
+        for path, records in (
+            ("overlay-layers/layers.json", self.layers),
+            ("overlay-images/images.json", self.images),
+            ("overlay-containers/containers.json", self.containers),
+        ):
+            _write(self.root / path, json.dumps(records, separators=(",", ":")), 0o600)
+
+
+def make_storage_root(
+    root: Path | str,
+    images: dict[str, Sequence[Ops]] | None = None,
+    containers: dict[str, tuple[str, Ops | Action | None, Ops | Action | None] | ContainerSpec] | None = None,
+    *,
+    seed: str = "0",
+    clock: float = 1_704_067_200.0,
+) -> StorageRoot:
+    """Write a containers/storage root (Podman 4.3's ``/var/lib/containers/storage``) at *root*.
+
+    The layout facts of ``shared/corpora/podman-a/README.md``: ``overlay/<id>/{diff,link,lower,work}``
+    (the bottom layer has ``empty/`` instead of ``lower``; no ``-init`` layer),
+    ``overlay/l/<short>``, ``overlay-layers/layers.json`` (container layers named
+    ``<name>-layer``), ``overlay-images/images.json`` with the config as big-data item
+    ``sha256:<image-id>`` (file ``=<base64(key)>``), ``overlay-containers/containers.json``.
+    *images* and *containers* as for :func:`make_data_root`; a container's ``init`` is what Podman
+    does in the upperdir when it starts it (default :func:`podman_init`), applied through the same
+    real overlay mount as ``run``. Created and running containers keep an empty ``merged/``.
+
+    Not reproduced: ``<id>.tar-split.gz`` and ``libpod/bolt_state.db`` (so states and exit
+    codes are unknown to o2f), the runroot.
+    """
+    root = Path(root)
+    _mkdir(root, 0o700)
+    builder = _StorageBuilder(root, seed, clock)
+    result = StorageRoot(root)
+    for name, layers in (images or {}).items():
+        record = builder.image(name, layers)
+        result.images[record.name] = record
+    for name, spec in (containers or {}).items():
+        if not isinstance(spec, ContainerSpec):
+            spec = ContainerSpec(*spec)
+        image_name = spec.image if spec.image in result.images else spec.image + ":latest"
+        result.containers[name] = builder.container(name, spec, result.images[image_name])
+    builder.finish()
+    return result
+
+
+__all__ += ["StorageContainer", "StorageRoot", "make_storage_root", "podman_init"]

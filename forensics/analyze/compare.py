@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from forensics.analyze.containers import Analysis
 from forensics.analyze.diff import forensic_changes
@@ -98,7 +98,7 @@ class LayerDiff:
     diff_id_b: str | None
     layer_a: str | None
     layer_b: str | None
-    images: tuple[str, ...]  # image names (first tag or short id), both sides
+    images: tuple[str, ...]  # image names (first tag or short id), both sides; tagged ones first
     containers: tuple[str, ...]  # container names, both sides
     paths: list[PathDiff] = field(default_factory=list)
     problem: str | None = None  # e.g. a diff id mismatch, or a layer without storage
@@ -199,16 +199,6 @@ class Comparison:
             "change_reports": {k.replace("-", "_"): v for k, v in changes.items()},
         }
 
-    @property
-    def identical(self) -> bool:
-        s = self.summary()
-        return not any(
-            v
-            for group, counts in s.items()
-            for k, v in counts.items()
-            if k not in ("shared", "matched") and not (group == "container_paths" and k.startswith("explained"))
-        )
-
 
 # -- entries -------------------------------------------------------------------------------
 
@@ -286,6 +276,22 @@ def compare_entries(
 
 def image_name(image: Image) -> str:
     return image.tags[0] if image.tags else image.id.removeprefix("sha256:")[:12]
+
+
+def used_by(images: Sequence[str], containers: Sequence[str]) -> str:
+    """``images a:1, b:2 (+3 untagged) and containers web, db``: who uses an image layer."""
+    tagged = [name for name in images if ":" in name]
+    untagged = len(images) - len(tagged)
+    parts = []
+    if images:
+        parts.append(
+            "images " + ", ".join(tagged) + (f" (+{untagged} untagged)" if untagged and tagged else "")
+            if tagged
+            else f"{untagged} untagged images"
+        )
+    if containers:
+        parts.append("containers " + ", ".join(containers))
+    return " and ".join(parts) or "nothing"
 
 
 def container_name(container: Container) -> str:
@@ -397,8 +403,8 @@ def compare(a: Analysis, b: Analysis, pairs: Sequence[tuple[str, str]] = ()) -> 
             changed_paths[chain_id] = {d.path for d in diff.paths}
 
     matched, result.containers_only_a, result.containers_only_b = match_containers(a, b, pairs)
-    a.prepare(ca for ca, _ in matched)
-    b.prepare(cb for _, cb in matched)
+    # No Analysis.prepare: the full merged views are needed anyway, and the change reports reuse
+    # their memoised baselines.
     for ca, cb in matched:
         result.pairs.append(_container_pair(ca, cb, sa, sb, changed_paths))
     for pair in result.pairs:
@@ -410,9 +416,17 @@ def compare(a: Analysis, b: Analysis, pairs: Sequence[tuple[str, str]] = ()) -> 
 
 def _layer_diff(chain_id: str, sa: _Sides, sb: _Sides) -> LayerDiff | None:
     la, lb = sa.image_layers[chain_id], sb.image_layers[chain_id]
-    images = tuple(sorted({*sa.images_using.get(la.layer_id or "", ()), *sb.images_using.get(lb.layer_id or "", ())}))
+    # tagged images first (a tag has a colon, a short id never), then untagged ones by short id
+    images = tuple(
+        sorted(
+            {*sa.images_using.get(la.layer_id or "", ()), *sb.images_using.get(lb.layer_id or "", ())},
+            key=lambda name: (":" not in name, name),
+        )
+    )
     containers = tuple(
-        sorted({*sa.containers_using.get(la.layer_id or "", ()), *sb.containers_using.get(lb.layer_id or "", ())})
+        sorted(
+            {*sa.containers_using.get(la.layer_id or "", ()), *sb.containers_using.get(lb.layer_id or "", ())}
+        )
     )
     problems = []
     if la.diff_id != lb.diff_id:
@@ -429,7 +443,9 @@ def _layer_diff(chain_id: str, sa: _Sides, sb: _Sides) -> LayerDiff | None:
     problem = "; ".join(problems) + "." if problems else None
     if problem:
         problem = problem[0].upper() + problem[1:]
-    return LayerDiff(chain_id, la.diff_id, lb.diff_id, la.layer_id, lb.layer_id, images, containers, paths, problem)
+    return LayerDiff(
+        chain_id, la.diff_id, lb.diff_id, la.layer_id, lb.layer_id, images, containers, paths, problem
+    )
 
 
 def _container_pair(
@@ -456,9 +472,7 @@ def _container_pair(
     common = [c for c in sa.image_chains(ca) if c in set(sb.image_chains(cb))]
     view = [
         _label(d, ca, cb, reported, common, changed_paths)
-        for d in compare_entries(
-            view_a.entries, view_b.entries, _view_groups(view_a), _view_groups(view_b)
-        )
+        for d in compare_entries(view_a.entries, view_b.entries, _view_groups(view_a), _view_groups(view_b))
     ]
     return ContainerPair(ca, cb, view, compare_changes(changes_a, changes_b), None, None)
 
@@ -475,11 +489,11 @@ def _label(
     common_chains: list[str],
     changed_paths: dict[str, set[bytes]],
 ) -> PathDiff:
-    from dataclasses import replace
-
     if d.path in reported:
         return replace(d, origin="upper")
-    if (d.a is not None and d.a.layer_id == ca.init_layer) or (d.b is not None and d.b.layer_id == cb.init_layer):
+    if (d.a is not None and d.a.layer_id == ca.init_layer) or (
+        d.b is not None and d.b.layer_id == cb.init_layer
+    ):
         return replace(d, origin="init")
     candidates = (d.path, *ancestors(d.path))
     for chain_id in common_chains:
@@ -501,7 +515,7 @@ def _change_signature(change: Change) -> tuple[object, ...]:
 
 
 def compare_changes(a: Sequence[Change], b: Sequence[Change]) -> list[ChangeDiff]:
-    """Paths whose change-report entry differs: only in one report, or another kind, details or upper entry."""
+    """Paths whose change-report entry differs: in one report only, or another kind, details or entry."""
     by_a = {c.path: c for c in a}
     by_b = {c.path: c for c in b}
     out = []

@@ -7,7 +7,7 @@ shared by every image and container built on it.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from forensics.errors import ChainError, NotFoundError
@@ -40,6 +40,9 @@ class LayerDelta:
 @dataclass(frozen=True)
 class ContainerViews(LayerDelta):
     stack: Stack
+    # Each layer's own entries by path (not merged), for reports that look into single
+    # lower layers the way an engine does (podman diff: analyze/podman.py).
+    layer_index: Callable[[str], dict[bytes, Entry]] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass
@@ -82,6 +85,7 @@ class Analysis:
         self._layer_entries: dict[str, list[Entry]] = {}
         self._views: dict[tuple[str, ...], View] = {(): View()}
         self._scoped: dict[tuple[str, ...], View] = {}
+        self._indexes: dict[str, dict[bytes, Entry]] = {}
 
     @property
     def containers(self) -> list[Container]:
@@ -161,6 +165,13 @@ class Analysis:
             entries = self._layer_entries[layer_id] = sort_layer(self.snapshot.entries(layer_id))
         return entries
 
+    def layer_index(self, layer_id: str) -> dict[bytes, Entry]:
+        """One layer's own entries by path (its diff/ as stored, not merged with anything)."""
+        index = self._indexes.get(layer_id)
+        if index is None:
+            index = self._indexes[layer_id] = {e.path: e for e in self.layer_entries(layer_id)}
+        return index
+
     def view(self, chain: tuple[str, ...]) -> View:
         """The merged view of layers nearest first; every suffix is memoised."""
         view = self._views.get(chain)
@@ -209,7 +220,7 @@ class Analysis:
         baseline = self._baseline(stack)
         upper_entries = self.layer_entries(stack.upper)
         view, removals, orphans = apply_layer(baseline, upper_entries)
-        return ContainerViews(baseline, view, removals, orphans, upper_entries, stack)
+        return ContainerViews(baseline, view, removals, orphans, upper_entries, stack, self.layer_index)
 
     def _baseline(self, stack: Stack) -> View:
         """The baseline view, from a prepared scope when there is one."""

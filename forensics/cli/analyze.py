@@ -14,9 +14,11 @@ from forensics.render.analysis import (
     diff_output,
     docker_output,
     history_output,
+    podman_output,
     timeline_output,
     trace_output,
 )
+from forensics.render.compare import compare_output
 
 PANEL = "Analyze"
 
@@ -24,6 +26,7 @@ PANEL = "Analyze"
 class DiffFormat(str, Enum):
     table = "table"
     docker = "docker"
+    podman = "podman"
     json = "json"
     jsonl = "jsonl"
     csv = "csv"
@@ -70,18 +73,19 @@ def diff(
     """Report what each container's upperdir added, modified, copied up or deleted.
 
     The baseline is the image plus the `-init` layer (what `docker diff` compares against).
-    `--format docker` prints exactly what `docker diff` prints.
+    `--format docker` prints exactly what `docker diff` prints, `--format podman` what `podman diff` prints.
     """
     analysis = open_analysis(snapshot)
-    result = api.diff(analysis, containers, docker=format is DiffFormat.docker)
+    podman = format is DiffFormat.podman
+    result = api.diff(analysis, containers, docker=format is DiffFormat.docker, podman=podman)
     for problem in result.problems:
         warn(problem)
-    if format is DiffFormat.docker:
-        blocks = result.docker
+    if format in (DiffFormat.docker, DiffFormat.podman):
+        blocks, lines = (result.podman, podman_output) if podman else (result.docker, docker_output)
         for container, letters in blocks:
             if len(blocks) + len(result.problems) > 1 or not containers or len(containers) > 1:
                 sys.stdout.buffer.write(f"# {container.name}\n".encode())
-            sys.stdout.buffer.write(docker_output(letters))
+            sys.stdout.buffer.write(lines(letters))
         sys.stdout.flush()
         reported = len(blocks)
     else:
@@ -147,3 +151,38 @@ def timeline(
     if selected and len(problems) == len(selected):
         raise fail("no container could be analysed.")
     typer.echo(timeline_output(events, format.value), nl=False)
+
+
+class CompareFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+@app.command(
+    rich_help_panel=PANEL,
+    epilog=examples_epilog(
+        "o2f collect samples/docker-sample.tar.gz -o before.o2f -q --force && "
+        "o2f collect samples/docker-sample.tar.gz -o after.o2f -q --force && "
+        "o2f compare before.o2f after.o2f",
+        "o2f collect samples/docker-sample.tar.gz -o before.o2f -q --force && "
+        "o2f collect samples/docker-sample.tar.gz -o after.o2f -q --force && "
+        "o2f compare before.o2f after.o2f --pair s-web=s-batch --format json",
+    ),
+)
+def compare(
+    a: str = typer.Argument(..., help="Snapshot A."),
+    b: str = typer.Argument(..., help="Snapshot B."),
+    pair: list[str] = typer.Option(
+        None, "--pair", help="Pair container A=B explicitly (name, id or id prefix; repeatable)."
+    ),
+    format: CompareFormat = typer.Option(CompareFormat.table, "--format", "-f", help="Output format."),
+) -> None:
+    """Compare two snapshots by content address: images, image layers and containers.
+
+    Images match by image id, image layers by chain id, containers by name (or `--pair`).
+    """
+    result = api.compare(a, b, pairs=pair or ())
+    for problem in result.problems:
+        warn(problem)
+    typer.echo(compare_output(result, format.value), nl=False)

@@ -30,12 +30,23 @@ def collect(
     force: bool = typer.Option(False, "--force", help="Replace an existing snapshot file."),
     threads: int = typer.Option(None, "--threads", min=1, max=64, help="Hashing threads for directory sources (default: 2, or 1 on a single CPU)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
+    verify_layers: bool = typer.Option(
+        True,
+        "--verify-layers/--no-verify-layers",
+        help="Check image layers against the engine's diff ids and tar-split (re-reads image layers).",
+    ),
 ) -> None:
     """Capture a data root and its mount table into one SQLite snapshot, read-only."""
     try:
         with progress_reporter(quiet, "collecting") as progress:
             result = api.collect(
-                source, output, force=force, mounts_file=mounts, progress=progress, threads=threads
+                source,
+                output,
+                force=force,
+                mounts_file=mounts,
+                progress=progress,
+                threads=threads,
+                verify_layers=verify_layers,
             )
     except KeyboardInterrupt:
         raise fail(f"interrupted; {output} is marked incomplete.", ExitCode.INTERRUPTED) from None

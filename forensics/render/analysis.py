@@ -218,6 +218,11 @@ def docker_output(letters: Sequence[tuple[str, bytes]]) -> bytes:
     )
 
 
+def podman_output(letters: Sequence[tuple[str, bytes]]) -> bytes:
+    """`podman diff` lines: names raw, invalid UTF-8 and newlines included (fmt.Println in Podman)."""
+    return b"".join(letter.encode() + b" " + path + b"\n" for letter, path in letters)
+
+
 def diff_output(reports: Sequence[tuple[str, list[Change]]], fmt: str) -> str:
     changes = [c for _, report in reports for c in report]
     if fmt == "jsonl":

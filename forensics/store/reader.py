@@ -24,7 +24,11 @@ from forensics.model import (
     ImageLayer,
     Kind,
     Layer,
+    LayerCheck,
+    LayerFinding,
+    LayerFindingKind,
     LayerRole,
+    LayerVerdict,
     Mount,
     path_from_text,
     xattr_name_from_text,
@@ -275,6 +279,35 @@ class Snapshot:
     def errors(self) -> list[dict[str, object]]:
         return [dict(row) for row in self._query("SELECT * FROM errors ORDER BY id")]
 
+    def layer_checks(self) -> list[LayerCheck]:
+        """Image layers checked at collection (empty when verification was skipped)."""
+        return [
+            LayerCheck(
+                layer_id=row["layer_id"],
+                verdict=LayerVerdict(row["verdict"]),
+                method=row["method"],
+                chain_id=row["chain_id"],
+                diff_id=row["diff_id"],
+                computed_diff_id=row["computed_diff_id"],
+                files_checked=row["files_checked"],
+                findings=row["findings"],
+                detail=row["detail"],
+            )
+            for row in self._query("SELECT * FROM layer_checks ORDER BY layer_id")
+        ]
+
+    def layer_findings(self) -> list[LayerFinding]:
+        """Per-file differences of image layers from their recorded tar, in row order."""
+        return [
+            LayerFinding(
+                layer_id=row["layer_id"],
+                path=path_from_text(row["path"]),
+                kind=LayerFindingKind(row["kind"]),
+                detail=_loads(row["detail"], {}),  # type: ignore[arg-type]
+            )
+            for row in self._query("SELECT * FROM layer_findings ORDER BY id")
+        ]
+
     def metadata_file(self, path: bytes) -> bytes | None:
         from forensics.model import path_to_text
 
@@ -406,6 +439,48 @@ def _check_file(path: str) -> None:
     pages = int.from_bytes(head[28:32], "big")
     if page_size and pages and size < page_size * pages:
         raise SnapshotError(f"{path} is truncated ({size} of {page_size * pages} bytes).")
+
+
+def layer_entries(conn: sqlite3.Connection, layer_ids: list[str]) -> Iterator[tuple[str, list[Entry]]]:
+    """The entries of these layers, one layer at a time in layer-id order.
+
+    For checks that run on the writer's own connection while a capture is
+    being written (layer verification), before the indexes exist: one sorted
+    scan, and only one layer's entries in memory at a time.
+    """
+    cursor = conn.execute(
+        "SELECT layer_id, CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns,"
+        " inode, nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group"
+        " FROM entries WHERE layer_id IN (SELECT value FROM json_each(?)) ORDER BY layer_id, id",
+        (json.dumps(layer_ids),),
+    )
+    current: str | None = None
+    batch: list[Entry] = []
+    while rows := cursor.fetchmany(2000):
+        for layer_id, path, kind, *rest in rows:
+            if layer_id != current:
+                if current is not None:
+                    yield current, batch
+                current, batch = layer_id, []
+            if b"\\" in path:
+                path = path_from_text(path.decode())
+            target, xattrs = rest[11], rest[12]
+            if target is not None and b"\\" in target:
+                target = path_from_text(target.decode())
+            batch.append(
+                Entry(
+                    layer_id,
+                    path,
+                    _KINDS[kind],
+                    *rest[:11],
+                    target,
+                    _xattrs(xattrs) if xattrs else (),
+                    rest[13],
+                    rest[14],
+                )
+            )
+    if current is not None:
+        yield current, batch
 
 
 def open_snapshot(path: str) -> Snapshot:

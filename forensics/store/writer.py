@@ -22,6 +22,8 @@ from forensics.model import (
     Image,
     ImageLayer,
     Layer,
+    LayerCheck,
+    LayerFinding,
     MetadataFile,
     Mount,
     Provenance,
@@ -29,7 +31,7 @@ from forensics.model import (
 from forensics.model import clean_text, xattr_name_to_text
 from forensics.model import path_to_text as _t
 from forensics.store import schema
-from forensics.store.reader import canonical_records
+from forensics.store.reader import canonical_records, layer_entries
 
 EntryFlags = Callable[[Entry], tuple[int, int, str | None]]
 """(whiteout, opaque, overlay-private xattr names as JSON) for an entry."""
@@ -308,6 +310,47 @@ class SnapshotWriter:
                 for index, m in enumerate(mounts, 1)
             ),
             batch_size=500,
+        )
+
+    def layer_entries(self, layer_ids: list[str]) -> Iterator[tuple[str, list[Entry]]]:
+        """The entries written so far for these layers, one layer at a time in id order (call flush first)."""
+        return layer_entries(self.conn, layer_ids)
+
+    def add_layer_checks(self, checks: Iterable[LayerCheck]) -> None:
+        self._insert(
+            "layer_checks",
+            (
+                {
+                    "layer_id": c.layer_id,
+                    "chain_id": c.chain_id,
+                    "diff_id": c.diff_id,
+                    "verdict": c.verdict.value,
+                    "method": c.method,
+                    "computed_diff_id": c.computed_diff_id,
+                    "files_checked": c.files_checked,
+                    "findings": c.findings,
+                    "detail": c.detail,
+                }
+                for c in checks
+            ),
+            batch_size=500,
+        )
+
+    def add_layer_findings(self, findings: Iterable[LayerFinding]) -> None:
+        start = self.conn.execute("SELECT coalesce(max(id), 0) FROM layer_findings").fetchone()[0]
+        self._insert(
+            "layer_findings",
+            (
+                {
+                    "id": start + number,
+                    "layer_id": f.layer_id,
+                    "path": _t(f.path),
+                    "kind": f.kind.value,
+                    "detail": _json(f.detail),
+                }
+                for number, f in enumerate(findings, 1)
+            ),
+            batch_size=1000,
         )
 
     def flush(self) -> None:

@@ -23,10 +23,10 @@ import hashlib
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from forensics.capture.engine.base import Discovered, Gathered
-from forensics.capture.engine.boltdb import BoltDB, BoltError
+from forensics.capture.engine.boltdb import BoltDB, BoltError, Bucket
 from forensics.capture.engine.lowerchain import link_target_layer, resolve_lower
 from forensics.capture.sources import NOTE, READ, SKIP, WALK, Action, Visit
 from forensics.model import Container, Image, ImageLayer, Kind, Layer, LayerRole, clean_text
@@ -37,6 +37,7 @@ _LAYER_NOTES = {b"work", b"merged", b"empty"}
 # What find_root accepts below overlay/<id>/: containers/storage's own layer files (Docker's
 # long-gone `overlay` driver had <id>/{root,upper,lower-id} instead).
 _LAYER_SHAPE = {b"diff", b"link", b"lower", b"empty"}
+_METADATA_DIRS = (b"overlay-layers", b"overlay-images", b"overlay-containers")
 _LAYER_METADATA = {b"layers.json", b"volatile-layers.json"}
 _CONTAINER_METADATA = {b"containers.json", b"volatile-containers.json"}
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -120,9 +121,7 @@ class ContainersStorage:
                     _HEX64.match(below) and index + 2 < len(parts) and parts[index + 2] in _LAYER_SHAPE
                 ):
                     return b"/".join(parts[:index])
-            elif here in (b"overlay-layers", b"overlay-images", b"overlay-containers"):
-                return b"/".join(parts[:index])
-            elif here == b"libpod" and below == b"bolt_state.db":
+            elif here in _METADATA_DIRS or (here == b"libpod" and below == b"bolt_state.db"):
                 return b"/".join(parts[:index])
         return None
 
@@ -134,7 +133,7 @@ class ContainersStorage:
         if top == b"overlay":
             return self._classify_overlay(parts, depth, is_dir)
         if depth == 1:
-            return WALK if is_dir and top in (b"overlay-layers", b"overlay-images", b"overlay-containers", b"libpod") else SKIP
+            return WALK if is_dir and (top in _METADATA_DIRS or top == b"libpod") else SKIP
         if top == b"overlay-layers":
             name = parts[1]
             if depth == 2 and not is_dir and (name in _LAYER_METADATA or name.endswith(b".tar-split.gz")):
@@ -202,31 +201,33 @@ class _Discovery:
         return [item for item in data if isinstance(item, dict) and isinstance(item.get("id"), str)]
 
     def _layer_records(self) -> dict[str, _LayerRecord] | None:
-        found = False
-        records: dict[str, _LayerRecord] = {}
-        for name in (b"layers.json", b"volatile-layers.json"):
-            items = self._json_list(b"overlay-layers/" + name, "layer parents and digests")
-            if items is None:
-                continue
-            found = found or name == b"layers.json"
-            for item in items:
-                layer_id = clean_text(str(item["id"]))
-                names = item.get("names") or []
-                records[layer_id] = _LayerRecord(
-                    id=layer_id,
-                    parent=_hex_id(item.get("parent")),
-                    diff_digest=item.get("diff-digest") if isinstance(item.get("diff-digest"), str) else None,
-                    compressed_size=_int(item.get("compressed-size")),
-                    diff_size=_int(item.get("diff-size")),
-                    names=tuple(clean_text(n) for n in names if isinstance(n, str))
-                    if isinstance(names, list)
-                    else (),
-                )
-        if not found and b"overlay-layers/layers.json" not in self.files:
+        """layers.json (and volatile-layers.json) by layer id; None when neither can be read."""
+        main = b"overlay-layers/layers.json"
+        items = self._json_list(main, "layer parents and digests")
+        if items is None and main not in self.files:
             self.warnings.append(
-                "overlay-layers/layers.json is missing; layer parents and digests are taken from the lower files"
+                "overlay-layers/layers.json is missing; layer parents and digests are taken "
+                "from the lower files"
             )
-        return records if found or records else None
+        volatile = self._json_list(b"overlay-layers/volatile-layers.json", "volatile layers")
+        if items is None and volatile is None:
+            return None
+        records: dict[str, _LayerRecord] = {}
+        for item in (items or []) + (volatile or []):
+            layer_id = clean_text(str(item["id"]))
+            names = item.get("names")
+            digest = item.get("diff-digest")
+            records[layer_id] = _LayerRecord(
+                id=layer_id,
+                parent=_hex_id(item.get("parent")),
+                diff_digest=digest if isinstance(digest, str) and digest else None,
+                compressed_size=_int(item.get("compressed-size")),
+                diff_size=_int(item.get("diff-size")),
+                names=tuple(clean_text(n) for n in names if isinstance(n, str))
+                if isinstance(names, list)
+                else (),
+            )
+        return records
 
     def _libpod(self) -> tuple[dict[str, _LibpodState], dict[str, str], list[str]]:
         """Per-container state from libpod's bolt_state.db; name -> id; removed containers' exit codes."""
@@ -239,7 +240,7 @@ class _Discovery:
             ctr = db.walk([b"ctr"])
             if ctr is not None:
                 for key, value in ctr.items():
-                    if not hasattr(value, "get"):
+                    if not isinstance(value, Bucket):
                         continue
                     states[clean_text(key.decode("utf-8", "surrogateescape"))] = _libpod_state(
                         value.get(b"config"), value.get(b"state")
@@ -264,7 +265,11 @@ class _Discovery:
                 # exit codes of known containers fill in what a state record lacks
                 for cid, state in states.items():
                     code = exit_codes.get(cid.encode())
-                    if state.exit_code is None and isinstance(code, bytes) and _decode(code).lstrip("-").isdigit():
+                    if (
+                        state.exit_code is None
+                        and isinstance(code, bytes)
+                        and _decode(code).lstrip("-").isdigit()
+                    ):
                         state.exit_code = int(_decode(code))
         except BoltError as exc:
             self.warnings.append(f"{exc} Container states and exit codes are unknown.")
@@ -346,7 +351,7 @@ class _Discovery:
         link_map: dict[str, str | None],
         records: dict[str, _LayerRecord] | None,
     ) -> tuple[tuple[str, ...], str | None]:
-        """The lower chain from the ``lower`` file (what the kernel mounts), or from layers.json without one."""
+        """The lower chain from the ``lower`` file (what the kernel mounts), else from layers.json."""
         base = b"overlay/" + layer_id.encode("utf-8", "surrogateescape")
         lower = _text(self.files.get(base + b"/lower"))
         expected = _parents(records, layer_id) if records is not None else None
@@ -360,12 +365,11 @@ class _Discovery:
             self.warnings.append(f"layer {layer_id} has no lower file; its chain is taken from layers.json")
             return tuple(expected), None
         chain = resolve_lower(layer_id, lower, link_map, layer_ids)
-        if chain.problem is None and expected is not None and layer_id in (records or {}):
-            if chain.layers != tuple(expected):
-                self.warnings.append(
-                    f"lower file of layer {layer_id} lists other layers than layers.json records; "
-                    "the lower file (what the kernel mounted) is used"
-                )
+        if chain.problem is None and expected is not None and chain.layers != tuple(expected):
+            self.warnings.append(
+                f"lower file of layer {layer_id} lists other layers than layers.json records; "
+                "the lower file (what the kernel mounted) is used"
+            )
         return chain.layers, chain.problem
 
     def _image_layers(self, records: dict[str, _LayerRecord] | None, layer_ids: set[str]) -> list[ImageLayer]:
@@ -385,7 +389,9 @@ class _Discovery:
                 else:
                     parent = chain_of(record.parent, (*seen, layer_id))
                     if parent is not None:
-                        result = "sha256:" + hashlib.sha256(f"{parent} {record.diff_digest}".encode()).hexdigest()
+                        result = (
+                            "sha256:" + hashlib.sha256(f"{parent} {record.diff_digest}".encode()).hexdigest()
+                        )
             chain_ids[layer_id] = result
             return result
 
@@ -404,7 +410,9 @@ class _Discovery:
                 parent=chain_of(record.parent) if record.parent else None,
                 layer_id=layer_id,
                 size=record.compressed_size if record.compressed_size is not None else record.diff_size,
-                tar_split=self.files.get(b"overlay-layers/" + layer_id.encode("utf-8", "surrogateescape") + b".tar-split.gz"),
+                tar_split=self.files.get(
+                    b"overlay-layers/" + layer_id.encode("utf-8", "surrogateescape") + b".tar-split.gz"
+                ),
             )
         return [out[k] for k in sorted(out)]
 
@@ -439,7 +447,12 @@ class _Discovery:
                 if gone:
                     problems.append(f"image {image_hex} names layer {gone[0]}, whose directory is gone")
             config_key = "sha256:" + image_hex
-            config_path = b"overlay-images/" + image_hex.encode("utf-8", "surrogateescape") + b"/" + big_data_name(config_key)
+            config_path = (
+                b"overlay-images/"
+                + image_hex.encode("utf-8", "surrogateescape")
+                + b"/"
+                + big_data_name(config_key)
+            )
             config_raw = self.files.get(config_path)
             created = item.get("created") if isinstance(item.get("created"), str) else None
             diff_ids: list[str] = []
@@ -451,13 +464,17 @@ class _Discovery:
                 try:
                     config = json.loads(config_raw)
                     created = config.get("created") or created
-                    diff_ids = [d for d in (config.get("rootfs") or {}).get("diff_ids") or [] if isinstance(d, str)]
+                    diff_ids = [
+                        d for d in (config.get("rootfs") or {}).get("diff_ids") or [] if isinstance(d, str)
+                    ]
                 except (ValueError, AttributeError):
                     problems.append(f"image config {image_hex} is not valid JSON")
             if diff_ids and layers and not problems:
                 stored = [diff_of.get(layer) for layer in layers]
                 if stored != diff_ids:
-                    problems.append(f"the layers of image {image_hex} do not carry the diff ids its config lists")
+                    problems.append(
+                        f"the layers of image {image_hex} do not carry the diff ids its config lists"
+                    )
             names = item.get("names") or []
             images.append(
                 Image(
@@ -488,7 +505,8 @@ class _Discovery:
         states, names, removed = self._libpod()
         if removed:
             self.warnings.append(
-                f"libpod/bolt_state.db keeps the exit codes of {len(removed)} removed containers: " + ", ".join(removed)
+                f"libpod/bolt_state.db keeps the exit codes of {len(removed)} removed containers: "
+                + ", ".join(removed)
             )
         items = None
         for name in (b"containers.json", b"volatile-containers.json"):
@@ -548,7 +566,9 @@ class _Discovery:
             name = by_layer_name.get(layer_id)
             cid = names.get(name, layer_id) if name else layer_id
             state = states.get(cid, _LibpodState())
-            self.warnings.append(f"layer {layer_id} looks like a container layer that no container record names")
+            self.warnings.append(
+                f"layer {layer_id} looks like a container layer that no container record names"
+            )
             containers.append(
                 self._container(
                     cid,
@@ -558,7 +578,8 @@ class _Discovery:
                     created=state.created,
                     upper=layer_id,
                     state=state,
-                    problem=f"container layer {layer_id} was found by structure only (no containers.json record)",
+                    problem=f"container layer {layer_id} was found by structure only "
+                    "(no containers.json record)",
                     records=records,
                     chains=chains,
                     problems=problems,
@@ -675,7 +696,9 @@ def _libpod_state(config_raw: object, state_raw: object) -> _LibpodState:
             config = None
         if isinstance(config, dict):
             out.name = config.get("name") if isinstance(config.get("name"), str) else None
-            out.image = config.get("rootfsImageName") if isinstance(config.get("rootfsImageName"), str) else None
+            out.image = (
+                config.get("rootfsImageName") if isinstance(config.get("rootfsImageName"), str) else None
+            )
             image_hex = _hex_id(config.get("rootfsImageID"))
             out.image_id = "sha256:" + image_hex if image_hex else None
             out.created = _time(config.get("createdTime"))
@@ -690,7 +713,8 @@ def _libpod_state(config_raw: object, state_raw: object) -> _LibpodState:
         if isinstance(state, dict):
             code = state.get("state")
             out.state = _LIBPOD_STATES.get(code) if isinstance(code, int) else None
-            out.exit_code = _int(state.get("exitCode"))
+            # libpod's ContainerState.ExitCode is `json:"exitCode,omitempty"`: absent means 0
+            out.exit_code = _int(state.get("exitCode", 0))
             out.started_at = _time(state.get("startedTime"))
             out.finished_at = _time(state.get("finishedTime"))
     return out
@@ -710,7 +734,11 @@ def _mount_points(config: dict[str, object]) -> dict[str, dict[str, object]]:
     spec = config.get("spec")
     mounts = spec.get("mounts") if isinstance(spec, dict) else None
     for mount in mounts or []:
-        if isinstance(mount, dict) and mount.get("type") == "bind" and isinstance(mount.get("destination"), str):
+        if (
+            isinstance(mount, dict)
+            and mount.get("type") == "bind"
+            and isinstance(mount.get("destination"), str)
+        ):
             out[mount["destination"]] = {
                 "Type": "bind",
                 "Source": mount.get("source"),
@@ -718,7 +746,3 @@ def _mount_points(config: dict[str, object]) -> dict[str, dict[str, object]]:
                 "Options": mount.get("options") or [],
             }
     return out
-
-
-def _replace(container: Container, **changes: object) -> Container:
-    return replace(container, **changes)  # type: ignore[arg-type]
