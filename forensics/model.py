@@ -391,7 +391,7 @@ class LayerVerdict(str, enum.Enum):
 
     VERIFIED = "verified"  # every file and header matches the layer tar the engine recorded
     TAMPERED = "tampered"  # something differs (layer_findings says what)
-    UNVERIFIABLE = "unverifiable"  # nothing to check against (no tar-split, no layerdb record)
+    UNVERIFIABLE = "unverifiable"  # nothing to check against (no tar-split, no engine record)
     ERROR = "error"  # the check could not be completed (unreadable tar-split or files)
 
 

@@ -28,7 +28,7 @@ from forensics.model import (
     LayerVerdict,
     Severity,
 )
-from tests.conftest import DOCKER_A, DOCKER_A_TAR, needs_corpus
+from tests.conftest import DOCKER_A, DOCKER_A_TAR, PODMAN_A, PODMAN_A_TAR, needs_corpus
 
 MOUNTINFO = DOCKER_A / "mountinfo.txt"
 MOUNTS = DOCKER_A / "mounts.txt"
@@ -131,6 +131,20 @@ def test_no_verify_layers_makes_every_image_layer_unverifiable(tmp_path: Path) -
     assert len(unverifiable) == 7
     assert {f.severity for f in unverifiable} == {Severity.INFO}
     assert all("--no-verify-layers" in f.detail for f in unverifiable)
+
+
+@pytest.mark.skipif(not PODMAN_A_TAR.exists(), reason="podman-a corpus not found")
+def test_podman_a_audit(tmp_path: Path) -> None:
+    """containers-storage: layers verify, mounts match, and podman's own files are no findings."""
+    report = audit_of(PODMAN_A_TAR, tmp_path / "p.o2f", mounts_file=str(PODMAN_A / "mountinfo.txt"))
+    assert [c.verdict for c in report.checks] == [LayerVerdict.VERIFIED] * 5
+    assert not {f.kind for f in report.findings if f.severity is Severity.CRITICAL} - {AuditKind.SETUID_ADDED}
+    paths = {(f.kind, f.container, f.path) for f in report.findings}
+    assert (AuditKind.LITERAL_WH_FILE, "pa-web", b"/var/tmp/odd/.wh..wh..opq") in paths
+    assert "opaque" in find(report, AuditKind.LITERAL_WH_FILE, b"/var/tmp/odd/.wh..wh..opq").detail
+    assert (AuditKind.EXECUTABLE_ADDED, "pa-web", b"/tmp/.bb") in paths
+    # the empty bind-mount targets and the marker podman writes into every upperdir
+    assert not [p for k, _, p in paths if p in (b"/etc/hosts", b"/run/.containerenv")]
 
 
 # -- a tampered copy -----------------------------------------------------------------------------------
@@ -259,7 +273,7 @@ def test_layer_audit_maps_each_check() -> None:
             computed_diff_id="sha256:2",
             findings=1,
         ),
-        LayerCheck("b" * 64, LayerVerdict.UNVERIFIABLE, "none", detail="layerdb has no tar-split.json.gz"),
+        LayerCheck("b" * 64, LayerVerdict.UNVERIFIABLE, "none", detail="the engine kept no tar-split"),
         LayerCheck(
             "c" * 64, LayerVerdict.ERROR, "tar-split-stream", detail="tar-split.json.gz is damaged: x"
         ),

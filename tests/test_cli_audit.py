@@ -12,7 +12,7 @@ import pytest
 
 from forensics import api
 from tests.conftest import DOCKER_A, DOCKER_A_TAR
-from tests.test_layerverify import tiny_root
+from tests.test_layerverify import LAYER, tiny_root
 
 FIELDS = {"kind", "severity", "path", "layer", "container", "detail"}
 
@@ -75,7 +75,10 @@ def test_a_clean_data_root_exits_0(tmp_path: Path) -> None:
 
 def test_unverified_layers_alone_do_not_fail_the_gate(tmp_path: Path) -> None:
     out = tmp_path / "unchecked.o2f"
-    api.collect(str(tiny_root(tmp_path)), str(out), verify_layers=False)
+    collected = o2f("collect", tiny_root(tmp_path), "-o", out, "--no-verify-layers", "--quiet")
+    assert collected.returncode == 0, collected.stderr
+    with api.open_snapshot(str(out)) as snapshot:
+        assert snapshot.provenance["options"]["verify_layers"] is False  # type: ignore[index]
     done = o2f("audit", out, "-f", "json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
@@ -97,3 +100,23 @@ def test_bad_input_exits_2(case: str, tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr and done.stdout == ""
     if case != "bad-format":
         assert done.stderr.startswith("o2f: ") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_a_tampered_layer_warns_at_collection_and_fails_the_audit(tmp_path: Path) -> None:
+    root = tiny_root(tmp_path)
+    tool = root / "overlay2" / LAYER / "diff" / "app" / "big.bin"  # a.txt has a hardlink: two findings
+    tool.chmod(0o4755)
+    out = tmp_path / "t.o2f"
+    collected = o2f("collect", root, "-o", out, "--quiet")
+    assert collected.returncode == 0, collected.stderr
+    assert f"warning: image layer {LAYER[:12]} differs from the layer tar" in collected.stderr
+    done = o2f("audit", out, "-f", "json")
+    assert done.returncode == 1
+    (finding,) = json.loads(done.stdout)["findings"]
+    assert (finding["kind"], finding["layer"], finding["path"]) == (
+        "layer-metadata-changed",
+        LAYER,
+        "/app/big.bin",
+    )
+    assert finding["detail"] == "metadata differs from the layer tar: mode 0644 -> 4755"
+    assert finding["evidence"]["differs"] == {"mode": ["0644", "4755"]}

@@ -27,7 +27,7 @@ from forensics.capture.crc64 import CHECK, crc64_bytes, crc64_iso
 from forensics.capture.layerverify import compare_header, layer_path, same_time
 from forensics.model import Entry, Kind, LayerFindingKind, LayerVerdict
 from forensics.store.reader import open_snapshot
-from tests.conftest import DOCKER_A_TAR, needs_corpus
+from tests.conftest import DOCKER_A_TAR, PODMAN_A_TAR, needs_corpus
 
 LAYER = "a" * 64
 MTIME = 1_704_067_200
@@ -381,3 +381,22 @@ def test_tampering_with_docker_a_image_layers(docker_a_copy: Path, tmp_path: Pat
     assert (app_id, LayerFindingKind.MISSING, b"/opt/app/payload/sub/dir/nested.txt") in got
     base_check = next(c for c in checks if c.layer_id == base_id)
     assert base_check.computed_diff_id not in (None, base_check.diff_id)
+
+
+# -- containers-storage (podman) keeps tar-split too -------------------------------------------------------
+
+
+@pytest.mark.skipif(not PODMAN_A_TAR.exists(), reason="podman-a corpus not found")
+def test_every_podman_a_layer_verifies_from_the_tar(tmp_path: Path) -> None:
+    """overlay-layers/<id>.tar-split.gz: the same format (a literal .wh. file of a RUN step is a whiteout)."""
+    checks, findings = collect(PODMAN_A_TAR, tmp_path / "t.o2f")
+    assert len(checks) == 5
+    assert {(c.verdict, c.method) for c in checks} == {(LayerVerdict.VERIFIED, "tar-split-files")}
+    assert findings == []
+
+
+def test_every_podman_a_layer_verifies_from_the_directory(podman_a_root: Path, tmp_path: Path) -> None:
+    checks, findings = collect(podman_a_root, tmp_path / "d.o2f")
+    assert {(c.verdict, c.method) for c in checks} == {(LayerVerdict.VERIFIED, "tar-split-stream")}
+    assert len(checks) == 5 and all(c.computed_diff_id == c.diff_id for c in checks)
+    assert findings == []

@@ -51,6 +51,9 @@ OVERLAY_TYPES = frozenset({"overlay", "fuse.fuse-overlayfs"})
 RUNNING_STATES = frozenset({"running", "paused", "restarting"})
 CAPABILITY_XATTR = "security.capability"
 _LITERAL_WH = b".wh."
+_LITERAL_OPQ = b".wh..wh..opq"
+ENGINE_FILES = frozenset({b"/.dockerenv", b"/run/.containerenv"})
+"""Marker files engines create in a container's root (podman's lands in the upperdir): not user changes."""
 _KIND_ORDER = {kind: index for index, kind in enumerate(AuditKind)}
 _LAYER_KIND = {
     LayerFindingKind.CONTENT: AuditKind.LAYER_TAMPERED,
@@ -302,8 +305,8 @@ def _layer_shaped(path: bytes) -> bool:
     """A directory of an overlay2 store, known to the snapshot or not."""
     parts = [p for p in path.split(b"/") if p]
     if len(parts) >= 2 and parts[-2] == b"l":
-        return len(parts) == 2 or (len(parts) >= 3 and parts[-3] == b"overlay2")
-    return len(parts) >= 3 and parts[-1] == b"diff" and parts[-3] == b"overlay2"
+        return len(parts) == 2 or (len(parts) >= 3 and parts[-3] in (b"overlay2", b"overlay"))
+    return len(parts) >= 3 and parts[-1] == b"diff" and parts[-3] in (b"overlay2", b"overlay")
 
 
 def mount_audit(
@@ -439,21 +442,25 @@ def structure_audit(
 
 def upper_audit(container: Container, views: ContainerViews) -> list[AuditFinding]:
     """What one container's upperdir did that deserves a look."""
-    name = container.name or container.id
+    owner = container.name or container.id
     upper = views.stack.upper
     out: list[AuditFinding] = []
 
     def add(kind: AuditKind, severity: Severity, path: bytes, detail: str, **evidence: object) -> None:
-        out.append(AuditFinding(kind, severity, detail, path, upper, name, container.id, dict(evidence)))
+        out.append(AuditFinding(kind, severity, detail, path, upper, owner, container.id, dict(evidence)))
 
     for entry in views.upper_entries:
-        if entry.kind is Kind.FILE and base_name(entry.path).startswith(_LITERAL_WH):
+        leaf = base_name(entry.path)
+        if entry.kind is Kind.FILE and leaf.startswith(_LITERAL_WH):
+            if leaf == _LITERAL_OPQ:
+                effect = "mark its directory opaque, hiding everything the image has below it"
+            else:
+                effect = f"turn it into a deletion of {display_path(leaf[len(_LITERAL_WH) :])}"
             add(
                 AuditKind.LITERAL_WH_FILE,
                 Severity.WARNING,
                 entry.path,
-                "a regular file named .wh.*: `docker commit` would turn it into a deletion of "
-                f"{display_path(base_name(entry.path)[len(_LITERAL_WH) :])}",
+                f"a regular file named .wh.*: `docker commit` would {effect}",
                 mode=f"{entry.mode:04o}",
                 size=entry.size,
             )
@@ -475,7 +482,8 @@ def upper_audit(container: Container, views: ContainerViews) -> list[AuditFindin
         lower = change.lower
         if change.kind is ChangeKind.ADDED and base_name(change.path).startswith(b"."):
             is_wh = base_name(change.path).startswith(_LITERAL_WH) and entry.kind is Kind.FILE
-            if not is_wh and not any(a in hidden for a in ancestors(change.path)):
+            engine = change.path in ENGINE_FILES
+            if not is_wh and not engine and not any(a in hidden for a in ancestors(change.path)):
                 hidden.add(change.path)
                 add(
                     AuditKind.HIDDEN_PATH_ADDED,
@@ -534,7 +542,7 @@ def _file_findings(
                 {"security.capability": capability.hex()},
             )
         )
-    if entry.mode & 0o111 and not (was_file and lower is not None and lower.mode & 0o111):
+    if entry.mode & 0o111 and entry.size and not (was_file and lower is not None and lower.mode & 0o111):
         how = "became executable" if was_file else "an executable file added"
         found.append(
             AuditFinding(

@@ -134,16 +134,16 @@ def verify_layers(
     if kind == "directory":
         reader = _DiskContent(getattr(source, "root"))  # noqa: B009 - a DirSource attribute
     else:
-        reader = _TarContent(source, set(checkable))
+        reader = _TarContent(source, {layer_map[lid].diff_path: lid for lid in checkable})
     entries = _Lookahead(entries_of(checkable) if checkable else iter(()))
     try:
         for layer_id in targets:
             record = records.get(layer_id)
             if record is None:
-                yield _plain(layer_id, None, LayerVerdict.UNVERIFIABLE, "no layerdb record names this layer")
+                yield _plain(layer_id, None, LayerVerdict.UNVERIFIABLE, "no engine record names this layer")
                 continue
             if not record.tar_split:
-                yield _plain(layer_id, record, LayerVerdict.UNVERIFIABLE, "layerdb has no tar-split.json.gz")
+                yield _plain(layer_id, record, LayerVerdict.UNVERIFIABLE, "the engine kept no tar-split")
                 continue
             if not layer_map[layer_id].has_diff:
                 yield _plain(layer_id, record, LayerVerdict.ERROR, "the layer has no diff/ directory")
@@ -560,6 +560,8 @@ class _DiskContent(_Content):
                 if sha is not None:
                     sha.update(chunk)
                 total += count
+                if count < len(view) and total >= st.st_size:
+                    break  # a short read at the size lstat gave is the end (as capture/hash.py trusts it)
             return crc, total
         finally:
             os.close(fd)
@@ -577,13 +579,13 @@ class _TarContent(_Content):
 
     method = FILES
 
-    def __init__(self, source: object, layer_ids: set[str]) -> None:
+    def __init__(self, source: object, diff_paths: dict[bytes, str]) -> None:
         self.crcs: dict[str, dict[bytes, tuple[int, int]]] = {}
         self.problem: str | None = None
         self.layer: dict[bytes, tuple[int, int]] = {}
-        if layer_ids:
+        if diff_paths:
             try:
-                self.crcs = tar_crcs(source, layer_ids)
+                self.crcs = tar_crcs(source, diff_paths)
             except Exception as exc:  # a damaged archive: the first pass said so already
                 self.problem = f"the second pass over the archive failed ({type(exc).__name__}: {exc})"
 
@@ -595,8 +597,8 @@ class _TarContent(_Content):
         return self.layer.get(path)
 
 
-def tar_crcs(source: object, layer_ids: set[str]) -> dict[str, dict[bytes, tuple[int, int]]]:
-    """CRC-64 and size of every regular file below ``overlay2/<id>/diff/`` of the given layers.
+def tar_crcs(source: object, diff_paths: dict[bytes, str]) -> dict[str, dict[bytes, tuple[int, int]]]:
+    """CRC-64 and size of every regular file below the given ``diff/`` paths (data-root relative: layer id).
 
     Streams the archive once more (decompressing it again), reading only the
     members of those layers. A hardlink member takes the value of the name it
@@ -606,8 +608,8 @@ def tar_crcs(source: object, layer_ids: set[str]) -> dict[str, dict[bytes, tuple
 
     layout = getattr(source, "layout")  # noqa: B009 - a TarSource attribute
     prefix = getattr(source, "data_root").encode("utf-8", "surrogateescape").strip(b"/")  # noqa: B009
-    out: dict[str, dict[bytes, tuple[int, int]]] = {lid: {} for lid in layer_ids}
-    wanted = {lid.encode("utf-8", "surrogateescape"): lid for lid in layer_ids}
+    out: dict[str, dict[bytes, tuple[int, int]]] = {lid: {} for lid in diff_paths.values()}
+    depths = sorted({len(p.split(b"/")) for p in diff_paths})
     seen: dict[bytes, tuple[int, int]] = {}
     buffer = bytearray(_CHUNK)
 
@@ -617,10 +619,12 @@ def tar_crcs(source: object, layer_ids: set[str]) -> dict[str, dict[bytes, tuple
             if not path.startswith(prefix + b"/"):
                 return None
             path = path[len(prefix) + 1 :]
-        parts = path.split(b"/", 3)
-        if len(parts) < 4 or parts[0] != b"overlay2" or parts[2] != b"diff" or parts[1] not in wanted:
-            return None
-        return wanted[parts[1]], b"/" + parts[3], path
+        parts = path.split(b"/")
+        for depth in depths:  # overlay2/<id>/diff (Docker), overlay/<id>/diff (containers-storage)
+            layer_id = diff_paths.get(b"/".join(parts[:depth]))
+            if layer_id is not None and len(parts) > depth:
+                return layer_id, b"/" + b"/".join(parts[depth:]), path
+        return None
 
     with open(getattr(source, "location"), "rb") as raw:  # noqa: B009
         tar = _Reader(source, [layout], None)._open(raw)  # type: ignore[arg-type]
