@@ -3,6 +3,7 @@
 
     python benchmarks/collect.py [--scales 1 5] [--runs 3] [--workdir /tmp/o2f-bench] [--keep]
                                  [--rss-scale 10] [--shared ../shared/bench] [--json out.json]
+                                 [--o2f CMD] [--baseline CMD]
 
 For each scale it generates (or reuses) ``WORKDIR/o2-s<N>`` with
 ``make-overlay2-tree OUT --scale N`` from the shared bench folder, then times,
@@ -13,7 +14,9 @@ b. ``python naive_collect.py TREE DB`` (the naive reference of the shared bench 
 c. ``find TREE -type f -print0 | xargs -0 -P2 -n 1000 b3sum > /dev/null`` (the floor: every byte
    read and hashed on both cores), skipped with a note when b3sum is not installed
 
-and prints per tool the median wall time (min-max), CPU seconds and peak RSS,
+(and, with ``--baseline CMD``, another o2f, e.g. ``"env PYTHONPATH=/old/checkout python -m
+forensics"`` run from outside the repository) and prints per tool the median wall time
+(min-max), CPU seconds and peak RSS,
 the ratios o2f/naive and o2f/b3sum, and the bytes o2f read (``o2f info X
 --format json``). ``--rss-scale N`` adds one o2f run on a scale-N tree for its
 peak RSS only.
@@ -154,6 +157,10 @@ def bench_scale(args: argparse.Namespace, scale: float, generated: list[Path], b
         Tool("o2f", [*o2f_command(args), "collect", str(tree), "-o", str(o2f_db), "--force", "--quiet"]),
         Tool("naive", [args.python, str(args.shared / "naive_collect.py"), str(tree), str(naive_db)]),
     ]
+    baseline_db = args.workdir / f"o2f-baseline-s{scale:g}.db"
+    if args.baseline:
+        command = [*shlex.split(args.baseline), "collect", str(tree), "-o", str(baseline_db), "--force"]
+        tools.insert(1, Tool("baseline", [*command, "--quiet"]))
     if b3sum:
         quoted = shlex.quote(str(tree))
         tools.append(
@@ -209,8 +216,12 @@ def bench_scale(args: argparse.Namespace, scale: float, generated: list[Path], b
         "bytes_read": bytes_read,
         "entries": entries,
     }
+    if args.baseline:
+        ratio = o2f / by_name["baseline"].median()
+        print(f"  o2f/baseline {ratio:.2f}x   (baseline: {args.baseline})")
+        result["o2f_over_baseline"] = ratio
     if not args.keep:
-        for path in (o2f_db, naive_db):
+        for path in (o2f_db, naive_db, baseline_db):
             path.unlink(missing_ok=True)
     return result
 
@@ -244,6 +255,10 @@ def main() -> None:
     parser.add_argument("--rss-scale", type=float, help="also measure o2f's peak RSS alone at this scale")
     parser.add_argument("--o2f", help="o2f command line (default: o2f on PATH, else python -m forensics)")
     parser.add_argument("--python", default=sys.executable, help="interpreter for naive_collect.py (blake3)")
+    parser.add_argument(
+        "--baseline",
+        help="another o2f command line to time alongside as 'baseline' (an older checkout)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

@@ -275,6 +275,9 @@ class ImageLayer:
     layer_id: str | None  # the storage layer (overlay2 cache id)
     size: int | None
     tar_split: bytes | None = None  # raw gzip bytes, kept for layer verification
+    # Why the engine's records cannot verify this layer (e.g. containerd keeps no tar-split); said by
+    # layer verification instead of a generic sentence. Not stored: the verdict's detail carries it.
+    unverifiable: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,8 @@ DOCKER_A = CORPORA / "docker-a"
 DOCKER_A_TAR = DOCKER_A / "data-root.tar.gz"
 PODMAN_A = CORPORA / "podman-a"
 PODMAN_A_TAR = PODMAN_A / "data-root.tar.gz"
+CONTAINERD_A = CORPORA / "containerd-a"
+CONTAINERD_A_TAR = CONTAINERD_A / "data-root.tar.gz"
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_TAR = REPO / "samples" / "docker-sample.tar.gz"
 
@@ -71,6 +73,21 @@ def podman_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     dest = tmp_path_factory.mktemp("podman-a")
     extract_tar(PODMAN_A_TAR, dest)
     return dest / "var" / "lib" / "containers" / "storage"
+
+
+@pytest.fixture(scope="session")
+def containerd_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An extracted copy of the containerd-a root (tar members var/lib/containerd/...).
+
+    Read-only use: tests must not modify it.
+    """
+    if not CONTAINERD_A_TAR.exists():
+        pytest.skip(f"corpus not found at {CONTAINERD_A}")
+    if not IS_ROOT:
+        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
+    dest = tmp_path_factory.mktemp("containerd-a")
+    extract_tar(CONTAINERD_A_TAR, dest)
+    return dest / "var" / "lib" / "containerd"
 
 
 @pytest.fixture()

@@ -2,8 +2,9 @@
 markers, random container operations, and the two views compared (the kernel's, mounted
 read-only, walked with lstat; o2f's, rebuilt offline from a snapshot).
 
-Used by tests/test_kernel_differential.py (Docker overlay2 trees) and tests/test_podman.py
-(containers/storage trees). Needs root to mount; the callers skip without it.
+Used by tests/test_kernel_differential.py (Docker overlay2 trees), tests/test_podman.py
+(containers/storage trees) and tests/test_containerd.py (containerd snapshotter trees). Needs
+root to mount; the callers skip without it.
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def run_op(merged: Path, op: tuple) -> None:  # type: ignore[type-arg]
     name, path, arg = op
     full = str(merged) + path
     if name in ("create", "append", "rewrite-same-size") and _not_a_file(full):
-        return  # writing to a FIFO (made by mkfifo) would block the test forever; a device is no better
+        return  # opening a FIFO (made by mkfifo) would block the test forever; a device is no better
+    if name == "rm-then-mkdir" and not (os.path.isdir(full) and not os.path.islink(full)):
+        return  # shutil.rmtree opens the path before it checks it is a directory: a FIFO would block
     with contextlib.suppress(OSError, shutil.Error):
         if name == "mkdir":
             os.mkdir(full)
@@ -150,16 +153,21 @@ op_strategy = st.one_of(
 )
 
 
-def kernel_view(root: Path, upper: str, lower: str, driver: str = "overlay2") -> dict[bytes, tuple]:  # type: ignore[type-arg]
+def kernel_view(
+    root: Path, upper: str, lower: str, driver: str = "overlay2", diff: str = "diff"
+) -> dict[bytes, tuple]:  # type: ignore[type-arg]
     """The merged view as the kernel shows it: the layers mounted read-only, walked with lstat.
 
-    *lower* is the upper layer's ``lower`` file (``l/A:l/B``), resolved in ``<root>/<driver>/``.
+    *lower* is the upper layer's ``lower`` file (``l/A:l/B``), resolved in ``<root>/<driver>/``;
+    the upper layer's files are in ``<upper>/<diff>`` there. For a containerd root:
+    ``driver="io.containerd.snapshotter.v1.overlayfs/snapshots"``, ``diff="fs"``, *lower*
+    ``4/fs:3/fs`` (the parent snapshots, nearest first).
     """
     overlay2 = root / driver
     target = root.parent / "kernel-view"
     target.mkdir(exist_ok=True)
     subprocess.run(
-        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={upper}/diff:{lower},ro", str(target)],
+        ["mount", "-t", "overlay", "overlay", "-o", f"lowerdir={upper}/{diff}:{lower},ro", str(target)],
         cwd=overlay2,
         check=True,
     )
@@ -217,6 +225,16 @@ def o2f_view(snapshot: Path, container: str) -> dict[bytes, tuple]:  # type: ign
         out[e.path] = (e.kind, e.mode, e.uid, e.gid, size, e.mtime_ns, e.target, e.blake3, e.rdev, e.xattrs)
     analysis.snapshot.close()
     return out
+
+
+def assert_views_equal(mine: dict[bytes, tuple], kernel: dict[bytes, tuple], ops: object) -> None:  # type: ignore[type-arg]
+    """o2f's offline view (:func:`o2f_view`) is the kernel's (:func:`kernel_view`), path by path."""
+    assert set(mine) == set(kernel), {
+        "only o2f": sorted(set(mine) - set(kernel)),
+        "only kernel": sorted(set(kernel) - set(mine)),
+    }
+    for path in sorted(kernel):
+        assert mine[path] == kernel[path], (path, ops)
 
 
 def scoped_report_equals_full_report(snapshot: Path) -> None:

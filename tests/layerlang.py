@@ -63,6 +63,7 @@ import json
 import os
 import socket as socket_mod
 import stat
+import struct
 import subprocess
 import tarfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -1299,3 +1300,400 @@ def make_storage_root(
 
 
 __all__ += ["StorageContainer", "StorageRoot", "make_storage_root", "podman_init"]
+
+
+# --- a containerd root (overlayfs snapshotter) --------------------------------------------
+
+
+CONTAINERD_SNAPSHOTTER = "io.containerd.snapshotter.v1.overlayfs"
+_GO_YEAR1_TO_UNIX = 62_135_596_800  # seconds from 0001-01-01 to 1970-01-01 (Go's time epoch)
+
+
+def uvarint_bytes(value: int) -> bytes:
+    """Go ``binary.PutUvarint``."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def varint_bytes(value: int) -> bytes:
+    """Go ``binary.PutVarint`` (zigzag), as containerd stores sizes and its schema version."""
+    return uvarint_bytes(value << 1 if value >= 0 else (~value << 1) | 1)
+
+
+def go_time_bytes(seconds: float) -> bytes:
+    """Go ``time.MarshalBinary`` (version 1) of a UTC time, as containerd stores createdat/updatedat."""
+    ns = round(seconds * 1_000_000_000)
+    return struct.pack(">bqih", 1, ns // 1_000_000_000 + _GO_YEAR1_TO_UNIX, ns % 1_000_000_000, -1)
+
+
+def protobuf_any(type_url: str, value: bytes) -> bytes:
+    """A ``google.protobuf.Any`` (field 1 type_url, field 2 value), as containerd stores the spec."""
+    url = type_url.encode()
+    return b"\x0a" + uvarint_bytes(len(url)) + url + b"\x12" + uvarint_bytes(len(value)) + value
+
+
+@dataclass
+class ContainerdImage:
+    name: str  # e.g. docker.io/library/app:1
+    config_digest: str  # sha256:<hex of the config>: the image id
+    manifest_digest: str
+    diff_ids: list[str]
+    chain_ids: list[str]
+    snapshots: list[str]  # snapshot ids (snapshots/<id>), bottom to top
+
+
+@dataclass
+class ContainerdContainer:
+    name: str  # the container id within its namespace
+    namespace: str
+    image: ContainerdImage
+    snapshot_id: str  # the Active snapshot: its fs/ is the upperdir
+    state: str
+
+    @property
+    def chain(self) -> list[str]:
+        """Snapshot ids below the upper, nearest first (the image, top to bottom)."""
+        return list(reversed(self.image.snapshots))
+
+
+@dataclass
+class ContainerdRoot:
+    root: Path
+    namespace: str
+    images: dict[str, ContainerdImage] = field(default_factory=dict)
+    containers: dict[str, ContainerdContainer] = field(default_factory=dict)
+    snapshots: dict[str, str] = field(default_factory=dict)  # key -> id of the snapshots no container uses
+
+    def fs(self, snapshot_id: str) -> Path:
+        return self.root / CONTAINERD_SNAPSHOTTER / "snapshots" / snapshot_id / "fs"
+
+    def upper(self, container: str) -> Path:
+        return self.fs(self.containers[container].snapshot_id)
+
+
+class _ContainerdBuilder:
+    """containerd 1.6's overlayfs snapshotter and bolt metadata store (containerd-a README)."""
+
+    def __init__(self, root: Path, namespace: str, clock: float) -> None:
+        self.root = root
+        self.ns = namespace
+        self.clock = clock
+        self.snapshots = _mkdir(_mkdir(root / CONTAINERD_SNAPSHOTTER, 0o700) / "snapshots", 0o700)
+        self.blobs = _mkdir(root / "io.containerd.content.v1.content" / "blobs" / "sha256", 0o755)
+        _mkdir(root / "io.containerd.content.v1.content" / "ingest", 0o700)
+        _mkdir(root / "io.containerd.metadata.v1.bolt", 0o711)
+        _mkdir(root / "tmpmounts", 0o700)
+        self.next_id = 0  # backend ids: snapshots/<id>
+        self.next_n = 0  # the namespace's counter in backend keys "<ns>/<n>/<key>"
+        self.backend: dict[bytes, object] = {}  # backend key -> record (a boltwriter.Sub)
+        self.parents: dict[bytes, bytes] = {}
+        self.client: dict[str, dict[str, object]] = {}  # client key -> fields, for meta.db
+        self.by_chain: dict[str, str] = {}  # chain id -> snapshot id
+        self.key_of: dict[str, str] = {}  # snapshot id -> backend key
+        self.content: dict[str, dict[str, str]] = {}  # digest -> labels
+        self.images: dict[str, ContainerdImage] = {}
+        self.containers: dict[str, tuple[ContainerdContainer, str]] = {}
+
+    def tick(self) -> bytes:
+        self.clock += 0.75
+        return go_time_bytes(self.clock)
+
+    def blob(self, data: bytes, labels: dict[str, str] | None = None) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        _write(self.blobs / digest.removeprefix("sha256:"), data, 0o444)
+        self.content[digest] = labels or {}
+        return digest
+
+    def snapshot(self, key: str, kind: int, parent_id: str | None, *, size: int | None = None) -> str:
+        from tests.boltwriter import Sub
+
+        self.next_id += 1
+        self.next_n += 2 if kind == 3 else 1  # an unpack uses an extract key, then the commit
+        snapshot_id = str(self.next_id)
+        directory = _mkdir(self.snapshots / snapshot_id, 0o700)
+        _mkdir(directory / "fs", 0o755)
+        if kind != 1:
+            _mkdir(directory / "work", 0o700)
+        backend_key = f"{self.ns}/{self.next_n}/{key}".encode()
+        stamp = self.tick()
+        fields: dict[bytes, object] = {
+            b"id": uvarint_bytes(self.next_id),
+            b"kind": bytes([kind]),
+            b"createdat": stamp,
+            b"updatedat": stamp,
+        }
+        if parent_id is not None:
+            fields[b"parent"] = self.key_of[parent_id].encode()
+            key_bytes = uvarint_bytes(int(parent_id)) + b"\x00" + uvarint_bytes(self.next_id)
+            self.parents[key_bytes] = backend_key
+        if kind == 3:
+            fields[b"size"] = varint_bytes(size or 0)
+            fields[b"inodes"] = varint_bytes(1)
+        self.backend[backend_key] = Sub(fields)
+        self.key_of[snapshot_id] = backend_key.decode()
+        parent_key = None
+        if parent_id is not None:
+            parent_key = self.key_of[parent_id].split("/", 2)[2]
+            self.client[parent_key].setdefault("children", set()).add(key)  # type: ignore[union-attr]
+        self.client[key] = {"name": backend_key, "parent": parent_key, "stamp": stamp}
+        return snapshot_id
+
+    def image(self, name: str, layers: Sequence[Ops]) -> ContainerdImage:
+        diff_ids: list[str] = []
+        chains: list[str] = []
+        ids: list[str] = []
+        manifest_layers = []
+        for ops in layers:
+            staging = self.root.parent / f".layer-{len(self.content)}"
+            write_layer(staging, ops)
+            tar, _size = layer_tar(staging)
+            subprocess.run(["rm", "-rf", str(staging)], check=True)
+            diff_id = self.blob(tar)
+            self.content[diff_id] = {"containerd.io/uncompressed": diff_id}
+            manifest_layers.append(
+                {
+                    "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+                    "size": len(tar),
+                    "digest": diff_id,
+                }
+            )
+            chain = (
+                diff_id
+                if not chains
+                else "sha256:" + hashlib.sha256(f"{chains[-1]} {diff_id}".encode()).hexdigest()
+            )
+            if chain not in self.by_chain:  # containerd unpacks a chain once per namespace
+                snapshot_id = self.snapshot(chain, 3, ids[-1] if ids else None, size=len(tar))
+                write_layer(self.snapshots / snapshot_id / "fs", ops)  # the applier's result
+                self.by_chain[chain] = snapshot_id
+            diff_ids.append(diff_id)
+            chains.append(chain)
+            ids.append(self.by_chain[chain])
+        config = {
+            "architecture": "amd64",
+            "config": {"Cmd": ["/bin/sh"], "Labels": {"org.example.layerlang": name}},
+            "created": _iso(self.clock),
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+        raw = json.dumps(config, separators=(",", ":")).encode()
+        config_digest = self.blob(raw, {"containerd.io/gc.ref.snapshot.overlayfs": chains[-1]})
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                "config": {
+                    "mediaType": "application/vnd.docker.container.image.v1+json",
+                    "size": len(raw),
+                    "digest": config_digest,
+                },
+                "layers": manifest_layers,
+            },
+            separators=(",", ":"),
+        ).encode()
+        labels = {"containerd.io/gc.ref.content.config": config_digest}
+        labels.update({f"containerd.io/gc.ref.content.l.{i}": d for i, d in enumerate(diff_ids)})
+        manifest_digest = self.blob(manifest, labels)
+        record = ContainerdImage(name, config_digest, manifest_digest, diff_ids, chains, ids)
+        self.images[name] = record
+        return record
+
+    def container(self, name: str, spec: ContainerSpec, image: ContainerdImage) -> ContainerdContainer:
+        state = spec.state or ("exited" if spec.run is not None else "created")
+        snapshot_id = self.snapshot(name, 2, image.snapshots[-1])
+        record = ContainerdContainer(name, self.ns, image, snapshot_id, state)
+        if state != "created":
+            for what in (spec.init, spec.run):
+                if what is None:
+                    continue
+                with mount_snapshot(self.root, record) as merged:
+                    if callable(what):
+                        what(merged)
+                    else:
+                        apply(merged, what)
+            if spec.run is None and spec.init is None:
+                with mount_snapshot(self.root, record):
+                    pass  # started: the kernel leaves work/work and the uuid xattr
+        if state == "running":
+            _mkdir(self.root / "io.containerd.runtime.v2.task" / self.ns / name, 0o700)
+        self.containers[name] = (record, state)
+        return record
+
+    def finish(self) -> None:
+        from tests.boltwriter import Sub, build
+
+        backend = {
+            b"v1": Sub(
+                {
+                    b"parents": Sub(dict(self.parents)),
+                    b"snapshots": Sub(dict(self.backend), sequence=self.next_id),  # type: ignore[arg-type]
+                }
+            )
+        }
+        _write(
+            self.root / CONTAINERD_SNAPSHOTTER / "metadata.db",
+            build(backend, page_size=4096, leaf_max=16),
+            0o600,
+        )
+        stamp = self.tick()
+        snapshots = {}
+        for key, fields in self.client.items():
+            record: dict[bytes, object] = {
+                b"name": fields["name"],
+                b"createdat": fields["stamp"],
+                b"updatedat": fields["stamp"],
+            }
+            if fields.get("parent"):
+                record[b"parent"] = str(fields["parent"]).encode()
+            children = fields.get("children")
+            if children:
+                record[b"children"] = Sub({c.encode(): b"" for c in sorted(children)})  # type: ignore[union-attr]
+            snapshots[key.encode()] = Sub(record)
+        content = {
+            digest.encode(): Sub(
+                {
+                    b"createdat": stamp,
+                    b"labels": Sub({k.encode(): v.encode() for k, v in labels.items()}),
+                    b"size": varint_bytes((self.blobs / digest.removeprefix("sha256:")).stat().st_size),
+                    b"updatedat": stamp,
+                }
+            )
+            for digest, labels in self.content.items()
+        }
+        images = {
+            name.encode(): Sub(
+                {
+                    b"createdat": stamp,
+                    b"target": Sub(
+                        {
+                            b"digest": image.manifest_digest.encode(),
+                            b"mediatype": b"application/vnd.docker.distribution.manifest.v2+json",
+                            b"size": varint_bytes(
+                                (self.blobs / image.manifest_digest.removeprefix("sha256:")).stat().st_size
+                            ),
+                        }
+                    ),
+                    b"updatedat": stamp,
+                }
+            )
+            for name, image in self.images.items()
+        }
+        containers = {}
+        for name, (record, _state) in self.containers.items():
+            spec = {
+                "ociVersion": "1.0.2-dev",
+                "process": {"args": ["/bin/sh"], "cwd": "/"},
+                "root": {"path": "rootfs"},
+                "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            }
+            containers[name.encode()] = Sub(
+                {
+                    b"createdat": stamp,
+                    b"image": record.image.name.encode(),
+                    b"labels": Sub({b"org.example.layerlang": name.encode()}),
+                    b"runtime": Sub({b"name": b"io.containerd.runc.v2"}),
+                    b"snapshotKey": name.encode(),
+                    b"snapshotter": b"overlayfs",
+                    b"spec": protobuf_any(
+                        "types.containerd.io/opencontainers/runtime-spec/1/Spec", json.dumps(spec).encode()
+                    ),
+                    b"updatedat": stamp,
+                }
+            )
+        namespace = Sub(
+            {
+                b"containers": Sub(containers),
+                b"content": Sub({b"blob": Sub(content), b"ingests": Sub({})}),
+                b"images": Sub(images),
+                b"leases": Sub({}),
+                b"snapshots": Sub({b"overlayfs": Sub(snapshots, sequence=self.next_n)}),
+            }
+        )
+        meta = {b"v1": Sub({self.ns.encode(): namespace, b"version": varint_bytes(3)})}
+        _write(
+            self.root / "io.containerd.metadata.v1.bolt" / "meta.db",
+            build(meta, page_size=4096, leaf_max=16),
+            0o600,
+        )
+
+
+@contextmanager
+def mount_snapshot(root: Path | str, container: ContainerdContainer) -> Iterator[Path]:
+    """Mount a container's Active snapshot as containerd does (``ctr snapshots mounts``):
+    ``lowerdir=<parents' fs/, nearest first>,upperdir=<id>/fs,workdir=<id>/work``, absolute paths,
+    on ``<root>/tmpmounts/<name>``. Yields the mount point; unmounts and removes it afterwards."""
+    snapshots = Path(root).absolute() / CONTAINERD_SNAPSHOTTER / "snapshots"
+    lowers = ":".join(str(snapshots / sid / "fs") for sid in container.chain)
+    upper = snapshots / container.snapshot_id
+    target = _mkdir(Path(root).absolute() / "tmpmounts" / container.name, 0o700)
+    opts = f"lowerdir={lowers},upperdir={upper}/fs,workdir={upper}/work"
+    done = subprocess.run(
+        ["mount", "-t", "overlay", "overlay", "-o", opts, str(target)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        target.rmdir()
+        raise OSError(f"mount of snapshot {container.snapshot_id} failed: {done.stderr.strip()}")
+    try:
+        yield target
+    finally:
+        subprocess.run(["umount", str(target)], check=True, capture_output=True)
+        target.rmdir()
+
+
+def make_containerd_root(
+    root: Path | str,
+    images: dict[str, Sequence[Ops]] | None = None,
+    containers: dict[str, tuple[str, Ops | Action | None, Ops | Action | None] | ContainerSpec] | None = None,
+    *,
+    snapshots: dict[str, tuple[str, str]] | None = None,
+    namespace: str = "default",
+    clock: float = 1_704_067_200.0,
+) -> ContainerdRoot:
+    """Write a containerd root (``/var/lib/containerd``, overlayfs snapshotter) at *root*.
+
+    The layout facts of ``shared/corpora/containerd-a/README.md``: one directory per snapshot,
+    ``io.containerd.snapshotter.v1.overlayfs/snapshots/<id>/{fs,work}`` (a committed image layer
+    written as containerd's applier leaves it: whiteouts 0/0 devices, opaque directories with
+    ``trusted.overlay.opaque=y``), the snapshotter's ``metadata.db`` (backend keys
+    ``<ns>/<n>/<key>``, ids, kinds, parents), ``meta.db`` with the namespace's containers
+    (``snapshotKey`` = the container id), images and content records, and the content store
+    with each image's manifest, config and (uncompressed) layer blobs. *images* and *containers*
+    as for :func:`make_data_root`; there is no ``-init`` layer (a container's ``init`` ops, if
+    given, run through the same mount before ``run``); running containers get a task directory.
+    *snapshots*: ``{key: ("active" | "view", image)}``, snapshots no container uses (``ctr snapshots
+    prepare`` / ``view``); returns their ids in ``.snapshots``. Both databases are written by
+    ``tests/boltwriter.py``. Needs root for the mounts.
+    """
+    root = Path(root)
+    _mkdir(root, 0o711)
+    builder = _ContainerdBuilder(root, namespace, clock)
+    result = ContainerdRoot(root, namespace)
+    for name, layers in (images or {}).items():
+        result.images[name] = builder.image(name, layers)
+    for name, spec in (containers or {}).items():
+        if not isinstance(spec, ContainerSpec):
+            spec = ContainerSpec(*spec)
+        result.containers[name] = builder.container(name, spec, result.images[spec.image])
+    for key, (kind, image) in (snapshots or {}).items():
+        result.snapshots[key] = builder.snapshot(
+            key, {"view": 1, "active": 2}[kind], result.images[image].snapshots[-1]
+        )
+    builder.finish()
+    return result
+
+
+__all__ += [
+    "ContainerdContainer",
+    "ContainerdImage",
+    "ContainerdRoot",
+    "go_time_bytes",
+    "make_containerd_root",
+    "mount_snapshot",
+    "protobuf_any",
+    "uvarint_bytes",
+    "varint_bytes",
+]

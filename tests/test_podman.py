@@ -10,11 +10,9 @@ answers.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import stat
-import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from forensics.render.analysis import docker_output, podman_output
 from tests import layerlang as ll
 from tests.conftest import PODMAN_A, PODMAN_A_TAR, needs_root
 from tests.kernel_oracle import BASE, IMAGE_STEPS, kernel_view, o2f_view, op_strategy, run_op
+from tests.tarcopy import read_member, rewrite_tar
 from tests.test_analyze_corpus import assert_view_matches, explains
 from tests.test_cli_analyze import docker_blocks, ok, run_cli
 from tests.truth import (
@@ -371,34 +370,11 @@ def damaged_tar(
     dest: Path, *, drop: Callable[[str], bool] = lambda n: False, replace: dict[str, bytes]
 ) -> Path:
     """A copy of the podman-a tar with members dropped or replaced (uncompressed; sparse members expanded)."""
-    with tarfile.open(PODMAN_A_TAR, "r|gz") as src, tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as out:
-        for member in src:
-            name = member.name
-            rel = name[len(ROOT) :] if name.startswith(ROOT) else None
-            if rel is not None and drop(rel):
-                continue
-            data = src.extractfile(member) if member.isreg() else None
-            if rel in replace:
-                content = replace[rel]
-                member.size = len(content)
-                data = io.BytesIO(content)
-            member.pax_headers = {
-                k: v
-                for k, v in member.pax_headers.items()
-                if not k.startswith("GNU.sparse") and k not in ("path", "size", "linkpath")
-            }
-            out.addfile(member, data)
-    return dest
+    return rewrite_tar(PODMAN_A_TAR, dest, ROOT, drop=drop, replace=replace)
 
 
 def _bolt_bytes() -> bytes:
-    with tarfile.open(PODMAN_A_TAR, "r|gz") as src:
-        for member in src:
-            if member.name == ROOT + "libpod/bolt_state.db":
-                handle = src.extractfile(member)
-                assert handle is not None
-                return handle.read()
-    raise AssertionError("no bolt_state.db in the corpus")
+    return read_member(PODMAN_A_TAR, ROOT + "libpod/bolt_state.db")
 
 
 def _collect_damaged(tmp_path: Path, **damage: object) -> tuple[Path, tuple[str, ...]]:
@@ -871,3 +847,34 @@ def test_storage_root_layout(tmp_path: Path) -> None:
     }
     assert all(c.init_layer is None and c.problem is None for c in analysis.containers)
     assert [c.kind for c in api.diff(analysis, ["idle"]).reports[0][1]] == []
+
+
+def test_oracle_ops_never_block_on_a_fifo(tmp_path: Path) -> None:
+    """Regression (found by the storage differential): `rm-then-mkdir` of a FIFO hung the suite in
+    shutil.rmtree's open(); writes to a FIFO would hang in open() too."""
+    import signal
+
+    (tmp_path / "d2").mkdir()
+    os.mkfifo(tmp_path / "d2" / "link")
+    os.symlink("link", tmp_path / "d2" / "via")
+    previous = signal.signal(signal.SIGALRM, signal.default_int_handler)
+    signal.alarm(5)
+    try:
+        for op in ("rm-then-mkdir", "create", "append", "rewrite-same-size"):
+            for path in ("/d2/link", "/d2/via"):
+                run_op(tmp_path, (op, path, b"x"))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stat.S_ISFIFO(os.lstat(tmp_path / "d2" / "link").st_mode)
+
+
+@needs_root
+def test_storage_p7_podman_diff_fails_where_podman_fails(tmp_path: Path) -> None:
+    """A directory made where an image layer has a file over a lower directory: containers/storage's
+    lookup of /tree/x in that layer gives ENOTDIR, and `podman diff` fails; so does --format podman."""
+    ops = [("rm", "/tree", None), ("mkdir", "/tree", None), ("create", "/tree/x", b"x")]
+    _compare_storage(tmp_path / "storage", tmp_path, "file-over-dir", ops)
+    code, out, err = run_cli("diff", str(tmp_path / "snap.o2f"), "c", "--format", "podman")
+    assert code == 2 and out == b"" and "ENOTDIR" in err and "no container could be analysed" in err
+    assert run_cli("diff", str(tmp_path / "snap.o2f"), "c")[0] == 0  # the forensic report is unaffected

@@ -158,17 +158,17 @@ def load_expected(path: Path) -> list[Expected]:
     return rows
 
 
-def load_containers(path: Path) -> dict[str, dict[str, str]]:
-    """``containers.tsv`` as name -> {column: value}, columns named by the header."""
+def load_table(path: Path) -> list[dict[str, str]]:
+    """A truth TSV whose first line is a ``#`` header naming the columns: one dict per row."""
     lines = path.read_text(encoding="utf-8").splitlines()
     header = lines[0].lstrip("#").split("\t")
-    out = {}
-    for line in lines[1:]:
-        if not line:
-            continue
-        row = dict(zip(header, line.split("\t"), strict=True))
-        out[row["name"]] = row
-    return out
+    return [dict(zip(header, line.split("\t"), strict=True)) for line in lines[1:] if line]
+
+
+def load_containers(path: Path) -> dict[str, dict[str, str]]:
+    """``containers.tsv`` as name -> {column: value}, columns named by the header (containerd-a's
+    has no name column: its rows are keyed by ``container_id``)."""
+    return {row.get("name") or row["container_id"]: row for row in load_table(path)}
 
 
 def merged_truth(truth_dir: Path, name: str, running: bool) -> Path:

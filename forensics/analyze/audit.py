@@ -281,15 +281,51 @@ def _layer_users(containers: Sequence[Container], images: Sequence[Image]) -> di
 # -- the mount table ------------------------------------------------------------------------------
 
 
-def layer_of_dir(path: bytes, layer_ids: set[str], by_link: dict[str, str | None]) -> str | None:
-    """The layer an overlay option names: ``.../overlay2/l/<short>``, ``l/<short>`` or ``.../<id>/diff``."""
+def layer_of_dir(
+    path: bytes,
+    layer_ids: set[str],
+    by_link: dict[str, str | None],
+    by_diff: dict[tuple[bytes, ...], str] | None = None,
+) -> str | None:
+    """The layer an overlay option names: ``.../overlay2/l/<short>``, ``l/<short>`` or ``.../<id>/diff``,
+    or (*by_diff*: a layer's ``diff_path`` as components) any path ending with a layer's ``diff_path``
+    (``.../snapshots/<id>/fs``)."""
     parts = [p for p in path.split(b"/") if p]
     if len(parts) >= 2 and parts[-2] == b"l":
         return by_link.get(parts[-1].decode("utf-8", "surrogateescape"))
     if len(parts) >= 2 and parts[-1] == b"diff":
         candidate = parts[-2].decode("utf-8", "surrogateescape")
         return candidate if candidate in layer_ids else None
+    for length in sorted({len(key) for key in by_diff or ()}, reverse=True):
+        found = (by_diff or {}).get(tuple(parts[-length:]))
+        if found is not None and len(parts) >= length:
+            return found
     return None
+
+
+def diff_dirs(layers: dict[str, Layer]) -> tuple[dict[tuple[bytes, ...], str], set[tuple[bytes | None, ...]]]:
+    """Each layer's ``diff_path`` as components (for :func:`layer_of_dir`), and the shapes of those
+    paths with the layer id left open (``(b"overlay2", None, b"diff")``), for paths of no known layer."""
+    by_diff: dict[tuple[bytes, ...], str] = {}
+    shapes: set[tuple[bytes | None, ...]] = set()
+    for layer in layers.values():
+        parts = tuple(p for p in layer.diff_path.split(b"/") if p)
+        if not parts:
+            continue
+        by_diff[parts] = layer.id
+        own = layer.id.encode("utf-8", "surrogateescape")
+        shapes.add(tuple(None if p == own else p for p in parts))
+    return by_diff, shapes
+
+
+def _shaped_like(path: bytes, shapes: set[tuple[bytes | None, ...]]) -> bool:
+    parts = [p for p in path.split(b"/") if p]
+    for shape in shapes:
+        if None in shape and len(parts) >= len(shape):
+            tail = parts[-len(shape) :]
+            if all(want is None or want == got for want, got in zip(shape, tail, strict=True)):
+                return True
+    return False
 
 
 def _short(layer_id: str) -> str:
@@ -326,16 +362,19 @@ def mount_audit(
         return []
     layer_ids = set(layers)
     by_link = {name: layer for name, _target, layer in links}
+    by_diff, shapes = diff_dirs(layers)
     by_upper = {c.upper_layer: c for c in containers if c.upper_layer}
     mounted: set[str] = set()
     out: list[AuditFinding] = []
     for mount in mounts:
         if mount.fs_type not in OVERLAY_TYPES:
             continue
-        upper = layer_of_dir(mount.upperdir, layer_ids, by_link) if mount.upperdir else None
-        lowers = [layer_of_dir(d, layer_ids, by_link) for d in mount.lowerdirs]
+        upper = layer_of_dir(mount.upperdir, layer_ids, by_link, by_diff) if mount.upperdir else None
+        lowers = [layer_of_dir(d, layer_ids, by_link, by_diff) for d in mount.lowerdirs]
         dirs = [d for d in (mount.upperdir, *mount.lowerdirs) if d]
-        related = upper is not None or any(lowers) or any(_layer_shaped(d) for d in dirs)
+        related = (
+            upper is not None or any(lowers) or any(_layer_shaped(d) or _shaped_like(d, shapes) for d in dirs)
+        )
         if not related:
             continue
         point = display_path(mount.mount_point)

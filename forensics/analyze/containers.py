@@ -9,12 +9,15 @@ from __future__ import annotations
 import difflib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from forensics.errors import ChainError, NotFoundError
 from forensics.model import Container, Entry, Image, Kind, Layer, ancestors, join_path, parent_path
 from forensics.overlay import rules
 from forensics.overlay.merge import Removal, View, apply_layer, sort_layer
 from forensics.store.reader import Snapshot
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -77,6 +80,19 @@ class Scope:
                 self.subtrees.add(path)
 
 
+def _unscoped_matches(name: str, named: Iterable[tuple[T, str | None]]) -> list[T]:
+    """Records whose name is ``<scope>/<name>``: a name given without its scope (containerd names
+    containers ``<namespace>/<id>`` and tags images ``<namespace>/<ref>``; a bare id or ref works when
+    it is unique). Only names no record has exactly get here."""
+    if not name or name.startswith("/"):
+        return []
+    out: list[T] = []
+    for record, full in named:
+        if full is not None and full.partition("/")[2] == name and record not in out:
+            out.append(record)
+    return out
+
+
 class Analysis:
     """One snapshot opened for analysis; caches layer entries and merged views."""
 
@@ -107,6 +123,12 @@ class Analysis:
         for container in containers:
             if name in (container.id, container.name, "/" + (container.name or "")):
                 return container
+        scoped = _unscoped_matches(name, [(c, c.name) for c in containers])
+        if len(scoped) == 1:
+            return scoped[0]
+        if len(scoped) > 1:
+            names = ", ".join(sorted(c.name or c.id for c in scoped))
+            raise NotFoundError(f"container {name!r} is ambiguous: {names}.")
         matches = [c for c in containers if c.id.startswith(name)] if len(name) >= 3 else []
         if len(matches) == 1:
             return matches[0]
@@ -124,8 +146,16 @@ class Analysis:
         for image in images:
             if name in (image.id, *image.tags):
                 return image
+        scoped = _unscoped_matches(name, [(i, tag) for i in images for tag in i.tags])
+        if len({i.id for i in scoped}) == 1:
+            return scoped[0]
+        if scoped:
+            tags = ", ".join(sorted({t for i in scoped for t in i.tags if t.endswith("/" + name)}))
+            raise NotFoundError(f"image {name!r} is ambiguous: {tags}.")
         bare = name.removeprefix("sha256:")
-        matches = [i for i in images if i.id.removeprefix("sha256:").startswith(bare)] if len(bare) >= 3 else []
+        matches = (
+            [i for i in images if i.id.removeprefix("sha256:").startswith(bare)] if len(bare) >= 3 else []
+        )
         if len(matches) == 1:
             return matches[0]
         if len(matches) > 1:

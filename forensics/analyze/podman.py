@@ -6,7 +6,9 @@ container's layer against its parent. With native overlay diff, the overlay driv
 directories, nearest first, to ``archive.OverlayChanges`` (``pkg/archive/changes_linux.go``),
 which runs the walk in ``changes()`` (``pkg/archive/changes.go``). Unlike `docker diff`
 (go-archive ``ChangesDirs``: two merged trees compared), it walks the upperdir alone and looks
-each path up in the raw lower layers, so:
+each path up in the raw lower layers. (That is the *native* diff, ``podman info``: ``Native Overlay
+Diff: "true"``; with a mount program such as fuse-overlayfs, or when the driver's native-diff check
+fails, Podman compares two mounted trees instead, which this module does not copy.) So:
 
 - P1  a whiteout (character device 0/0) in the upperdir is ``D <path>`` (``overlayDeletedFile``);
 - P2  an upperdir directory with ``trusted.overlay.opaque=y`` (exactly ``y``; ``user.overlay.*`` is

@@ -15,17 +15,25 @@ SMALL_FILE_LIMIT = 1 << 20
 EMPTY_BLAKE3 = blake3(b"").hexdigest()
 
 
+# Files at least this large are hashed on several threads.
+MULTITHREAD_LIMIT = 64 << 20
+
+
 class FdHasher:
     """Hashes regular files from open descriptors, reusing one buffer per instance.
 
-    One instance per thread: the buffer is not shared.
+    One instance per thread: the buffer is not shared. Large files are hashed
+    on a thread pool of the hasher's own, never on blake3's global pool
+    (``blake3.AUTO``), which a forked hashing process could inherit without
+    its threads.
     """
 
-    __slots__ = ("_buffer", "_view", "bytes_read")
+    __slots__ = ("_buffer", "_threads", "_view", "bytes_read")
 
-    def __init__(self) -> None:
+    def __init__(self, max_threads: int | None = None) -> None:
         self._buffer = bytearray(SMALL_FILE_LIMIT + 1)
         self._view = memoryview(self._buffer)
+        self._threads = max_threads if max_threads is not None else (os.cpu_count() or 1)
         self.bytes_read = 0
 
     def hash_fd(self, fd: int, size_hint: int) -> str:
@@ -45,7 +53,10 @@ class FdHasher:
             return self._hash_stream(fd, hasher, count)
         try:
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
-                hasher = blake3(max_threads=blake3.AUTO) if size_hint >= 64 << 20 else blake3()
+                if size_hint >= MULTITHREAD_LIMIT and self._threads > 1:
+                    hasher = blake3(max_threads=self._threads)
+                else:
+                    hasher = blake3()
                 hasher.update(mapped)
                 self.bytes_read += len(mapped)
                 # Anything appended after the map was made is read on.
@@ -84,7 +95,15 @@ def hash_chunks(chunks: Iterable[bytes]) -> str:
 
 
 def hash_file_path(path: str | bytes) -> str:
-    """BLAKE3 of a file we wrote ourselves (the snapshot), never of evidence."""
+    """BLAKE3 of a file we wrote ourselves (the snapshot), never of evidence.
+
+    Read in chunks into one buffer: mapping the whole file (``update_mmap``)
+    would add the snapshot's size to the collector's peak resident memory.
+    """
     hasher = blake3()
-    hasher.update_mmap(path)
+    buffer = bytearray(SMALL_FILE_LIMIT)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            hasher.update(view[:count])
     return hasher.hexdigest()

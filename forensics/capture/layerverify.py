@@ -143,7 +143,8 @@ def verify_layers(
                 yield _plain(layer_id, None, LayerVerdict.UNVERIFIABLE, "no engine record names this layer")
                 continue
             if not record.tar_split:
-                yield _plain(layer_id, record, LayerVerdict.UNVERIFIABLE, "the engine kept no tar-split")
+                why = record.unverifiable or "the engine kept no tar-split"
+                yield _plain(layer_id, record, LayerVerdict.UNVERIFIABLE, why)
                 continue
             if not layer_map[layer_id].has_diff:
                 yield _plain(layer_id, record, LayerVerdict.ERROR, "the layer has no diff/ directory")

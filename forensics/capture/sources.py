@@ -34,6 +34,9 @@ class Visit:
     action: Action
     layer_id: str = ""
     inner_path: bytes = b"/"  # path inside the layer, for ENTRY
+    # READ: a larger file is only noted, not kept (e.g. layer blobs next to small JSON blobs in
+    # containerd's content store, which share one directory and are told apart by size alone).
+    limit: int | None = None
 
 
 SKIP = Visit(Action.SKIP)

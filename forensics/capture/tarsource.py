@@ -286,6 +286,8 @@ class _Reader:
             yield CaptureError(rel, "read", held.problem, None, visit.layer_id or None)
         elif action is Action.NOTE:
             yield Noted(rel, kind)
+        elif action is Action.READ and visit.limit is not None and kind is Kind.FILE and info.size > visit.limit:
+            yield Noted(rel, kind)
         elif action is Action.READ:
             yield self._read(tar, info, rel, kind, held, known)
         elif action is Action.ENTRY and info.type == tarfile.LNKTYPE:
