@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
 from forensics.model import Change, Entry, display_path
-from forensics.render.common import render_table, rich_table, to_csv, to_json, to_jsonl
+from forensics.render.common import (
+    csv_flat,
+    machine_output,
+    render_table,
+    rich_table,
+    to_csv,
+    to_json,
+    to_jsonl,
+)
 from forensics.render.records import (
     CHANGE_FIELDS,
     ENTRY_FIELDS,
@@ -55,12 +62,9 @@ def container_record(summary: Any) -> dict[str, Any]:
 
 def containers_output(summaries: Sequence[Any], fmt: str) -> str:
     records = [container_record(s) for s in summaries]
-    if fmt == "json":
-        return to_json(records) + "\n"
-    if fmt == "jsonl":
-        return to_jsonl(records)
-    if fmt == "csv":
-        return to_csv(list(records[0]) if records else ["id"], records)
+    machine = machine_output(records, fmt)
+    if machine is not None:
+        return machine
     rows = [
         (
             r["id"][:12],
@@ -97,12 +101,9 @@ def image_record(summary: Any) -> dict[str, Any]:
 
 def images_output(summaries: Sequence[Any], fmt: str) -> str:
     records = [image_record(s) for s in summaries]
-    if fmt == "json":
-        return to_json(records) + "\n"
-    if fmt == "jsonl":
-        return to_jsonl(records)
-    if fmt == "csv":
-        return to_csv(list(records[0]) if records else ["id"], records)
+    machine = machine_output(records, fmt)
+    if machine is not None:
+        return machine
     rows = [
         (
             r["id"].removeprefix("sha256:")[:12],
@@ -137,12 +138,9 @@ def layer_record(summary: Any) -> dict[str, Any]:
 
 def layers_output(summaries: Sequence[Any], fmt: str) -> str:
     records = [layer_record(s) for s in summaries]
-    if fmt == "json":
-        return to_json(records) + "\n"
-    if fmt == "jsonl":
-        return to_jsonl(records)
-    if fmt == "csv":
-        return to_csv(list(records[0]) if records else ["id"], [_flat(r) for r in records])
+    machine = machine_output(records, fmt)
+    if machine is not None:
+        return machine
     rows = [
         (
             short(r["id"]) + ("-init" if r["id"].endswith("-init") else ""),
@@ -167,12 +165,9 @@ def ls_output(entries: Sequence[Entry], fmt: str, container: str) -> str:
         prefix = body_name(container.encode())
         return "".join(bodyfile_line(e, f"{prefix}:{body_name(e.path)}") + "\n" for e in entries)
     records = [entry_record(e) for e in entries]
-    if fmt == "jsonl":
-        return to_jsonl(records)
-    if fmt == "json":
-        return to_json(records) + "\n"
-    if fmt == "csv":
-        return to_csv(ENTRY_FIELDS, [_flat(r) for r in records])
+    machine = machine_output(records, fmt, ENTRY_FIELDS)
+    if machine is not None:
+        return machine
     rows = [
         (
             e.kind.letter,
@@ -184,18 +179,9 @@ def ls_output(entries: Sequence[Entry], fmt: str, container: str) -> str:
             (r.get("blake3") or "")[:16],
             short(r["layer"]),
         )
-        for e, r in zip(entries, records)
+        for e, r in zip(entries, records, strict=True)
     ]
     return render_table(rich_table(("t", "mode", "owner", "size", "mtime", "path", "blake3", "layer"), rows))
-
-
-def _flat(record: dict[str, Any]) -> dict[str, Any]:
-    out = dict(record)
-    if "xattrs" in out:
-        out["xattrs"] = json.dumps(out["xattrs"], sort_keys=True) if out["xattrs"] else ""
-    if "details" in out:
-        out["details"] = ",".join(out["details"])
-    return out
 
 
 def _iso(ns: int | None) -> str:
@@ -225,12 +211,8 @@ def podman_output(letters: Sequence[tuple[str, bytes]]) -> bytes:
 
 def diff_output(reports: Sequence[tuple[str, list[Change]]], fmt: str) -> str:
     changes = [c for _, report in reports for c in report]
-    if fmt == "jsonl":
-        return to_jsonl(change_record(c) for c in changes)
-    if fmt == "json":
-        return to_json([change_record(c) for c in changes]) + "\n"
-    if fmt == "csv":
-        return to_csv(CHANGE_FIELDS, (_flat(change_record(c)) for c in changes))
+    if fmt in ("json", "jsonl", "csv"):
+        return machine_output([change_record(c) for c in changes], fmt, CHANGE_FIELDS) or ""
     if fmt == "bodyfile":
         lines = []
         for c in changes:
@@ -353,7 +335,7 @@ def timeline_output(events: Sequence[Any], fmt: str) -> str:
         records.append(record)
     if fmt == "jsonl":
         return to_jsonl(records)
-    return to_csv(("time_ns", "time", *CHANGE_FIELDS), [_flat(r) for r in records])
+    return to_csv(("time_ns", "time", *CHANGE_FIELDS), [csv_flat(r) for r in records])
 
 
 def _body_change_name(change: Change) -> str:

@@ -71,6 +71,30 @@ def to_csv(columns: Sequence[str], records: Iterable[Mapping[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+def csv_flat(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A record for one CSV row: xattrs as a JSON cell (empty when none), details comma-joined."""
+    out = dict(record)
+    if "xattrs" in out:
+        out["xattrs"] = json.dumps(out["xattrs"], sort_keys=True) if out["xattrs"] else ""
+    if "details" in out:
+        out["details"] = ",".join(out["details"])
+    return out
+
+
+def machine_output(
+    records: Sequence[Mapping[str, Any]], fmt: str, columns: Sequence[str] | None = None
+) -> str | None:
+    """json, jsonl or csv of these records; None for a format the caller renders itself."""
+    if fmt == "json":
+        return to_json(list(records)) + "\n"
+    if fmt == "jsonl":
+        return to_jsonl(records)
+    if fmt == "csv":
+        header = columns if columns is not None else (list(records[0]) if records else ["id"])
+        return to_csv(header, [csv_flat(r) for r in records])
+    return None
+
+
 def rich_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], title: str | None = None) -> Table:
     """A rich table whose cells are plain text: names from evidence are never read as markup."""
     table = Table(title=None if title is None else Text(title), show_lines=False, header_style="bold")

@@ -62,22 +62,31 @@ def mode_text(entry: Entry) -> str:
     return f"{entry.mode:04o}"
 
 
-def entry_record(entry: Entry) -> dict[str, Any]:
-    record: dict[str, Any] = path_fields(entry.path)
-    record.update(
-        {
-            "type": entry.kind.value,
-            "mode": mode_text(entry),
-            "uid": entry.uid,
-            "gid": entry.gid,
-            "size": entry.size if entry.kind is not Kind.DIR else None,
-            "mtime_ns": entry.mtime_ns,
-        }
-    )
+def _stat_fields(entry: Entry, prefix: str = "") -> dict[str, Any]:
+    """type, mode, owner and size (a directory's size is filesystem-specific: None)."""
+    return {
+        prefix + "type": entry.kind.value,
+        prefix + "mode": mode_text(entry),
+        prefix + "uid": entry.uid,
+        prefix + "gid": entry.gid,
+        prefix + "size": entry.size if entry.kind is not Kind.DIR else None,
+    }
+
+
+def _content_fields(entry: Entry) -> dict[str, Any]:
+    """mtime, symlink target (with raw bytes when not UTF-8) and hash."""
+    record: dict[str, Any] = {"mtime_ns": entry.mtime_ns}
     if entry.target is not None:
         record.update(path_fields(entry.target, "target"))
     if entry.blake3 is not None:
         record["blake3"] = entry.blake3
+    return record
+
+
+def entry_record(entry: Entry) -> dict[str, Any]:
+    record: dict[str, Any] = path_fields(entry.path)
+    record.update(_stat_fields(entry))
+    record.update(_content_fields(entry))
     if entry.rdev is not None:
         record["rdev"] = entry.rdev
     record["xattrs"] = {name: value.hex() for name, value in entry.xattrs}
@@ -92,36 +101,15 @@ def change_record(change: Change) -> dict[str, Any]:
     record["details"] = list(change.details)
     current = change.entry or change.lower
     if current is not None:
-        record.update(
-            {
-                "type": current.kind.value,
-                "mode": mode_text(current),
-                "uid": current.uid,
-                "gid": current.gid,
-                "size": current.size if current.kind is not Kind.DIR else None,
-                "mtime_ns": current.mtime_ns,
-            }
-        )
-        if current.target is not None:
-            record.update(path_fields(current.target, "target"))
-        if current.blake3 is not None:
-            record["blake3"] = current.blake3
+        record.update(_stat_fields(current))
+        record.update(_content_fields(current))
     record["layer"] = change.entry.layer_id if change.entry is not None else change.layer
     if change.via is not None:
         record.update(path_fields(change.via, "via"))
     if change.lower is not None:
         lower = change.lower
-        record.update(
-            {
-                "lower_type": lower.kind.value,
-                "lower_mode": mode_text(lower),
-                "lower_uid": lower.uid,
-                "lower_gid": lower.gid,
-                "lower_size": lower.size if lower.kind is not Kind.DIR else None,
-                "lower_blake3": lower.blake3,
-                "lower_layer": lower.layer_id,
-            }
-        )
+        record.update(_stat_fields(lower, "lower_"))
+        record.update({"lower_blake3": lower.blake3, "lower_layer": lower.layer_id})
     return record
 
 

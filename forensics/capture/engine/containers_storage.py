@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from forensics.capture.engine.base import Discovered, Gathered
 from forensics.capture.engine.boltdb import BoltDB, BoltError, Bucket
-from forensics.capture.engine.lowerchain import link_target_layer, resolve_lower
+from forensics.capture.engine.lowerchain import resolve_lower, scan_layer_dirs
 from forensics.capture.sources import NOTE, READ, SKIP, WALK, Action, Visit
 from forensics.model import Container, Image, ImageLayer, Kind, Layer, LayerRole, clean_text
 
@@ -280,23 +280,8 @@ class _Discovery:
 
     def run(self) -> Discovered:
         gathered, files = self.gathered, self.files
-        layer_ids = set(gathered.layer_roots)
-        for path in list(files) + list(gathered.noted):
-            parts = path.split(b"/")
-            if len(parts) >= 3 and parts[0] == b"overlay" and parts[1] != b"l":
-                layer_ids.add(parts[1].decode("utf-8", "surrogateescape"))
-
-        links: list[tuple[str, bytes, str | None]] = []
-        link_map: dict[str, str | None] = {}
-        for path, noted in gathered.noted.items():
-            parts = path.split(b"/")
-            if len(parts) == 3 and parts[:2] == [b"overlay", b"l"]:
-                short = parts[2].decode("utf-8", "surrogateescape")
-                target = noted.target or b""
-                layer = link_target_layer(target) if noted.kind is Kind.SYMLINK else None
-                links.append((short, target, layer))
-                link_map[short] = layer
-        links.sort()
+        dirs = scan_layer_dirs(b"overlay", gathered.layer_roots, [*files, *gathered.noted], gathered.noted)
+        layer_ids, links, link_map = dirs.layer_ids, dirs.links, dirs.link_map
 
         records = self._layer_records()
         for layer_id in sorted(set(records or ()) - layer_ids):

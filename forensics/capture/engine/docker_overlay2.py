@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 
 from forensics.capture.engine.base import Discovered, Gathered
-from forensics.capture.engine.lowerchain import link_target_layer, resolve_lower
+from forensics.capture.engine.lowerchain import resolve_lower, scan_layer_dirs
 from forensics.capture.sources import NOTE, READ, SKIP, WALK, Action, Visit
 from forensics.model import Container, Image, ImageLayer, Kind, Layer, LayerRole
 
@@ -98,23 +98,8 @@ class DockerOverlay2:
         files = gathered.files
         warnings: list[str] = []
 
-        layer_ids = set(gathered.layer_roots)
-        for path in list(files) + list(gathered.noted):
-            parts = path.split(b"/")
-            if len(parts) >= 2 and parts[0] == b"overlay2" and parts[1] != b"l" and len(parts) >= 3:
-                layer_ids.add(parts[1].decode("utf-8", "surrogateescape"))
-
-        links: list[tuple[str, bytes, str | None]] = []
-        link_map: dict[str, str | None] = {}
-        for path, noted in gathered.noted.items():
-            parts = path.split(b"/")
-            if len(parts) == 3 and parts[:2] == [b"overlay2", b"l"]:
-                short = parts[2].decode("utf-8", "surrogateescape")
-                target = noted.target or b""
-                layer = link_target_layer(target) if noted.kind is Kind.SYMLINK else None
-                links.append((short, target, layer))
-                link_map[short] = layer
-        links.sort()
+        dirs = scan_layer_dirs(b"overlay2", gathered.layer_roots, [*files, *gathered.noted], gathered.noted)
+        layer_ids, links, link_map = dirs.layer_ids, dirs.links, dirs.link_map
 
         image_layers = self._image_layers(files, warnings)
         cache_ids = {il.layer_id for il in image_layers if il.layer_id}

@@ -7,7 +7,11 @@ Docker's overlay2 driver and containers/storage both write ``lower`` as
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from forensics.capture.sources import Noted
+from forensics.model import Kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,35 @@ def resolve_lower(
             return Chain(tuple(resolved), f"lower chain of layer {layer_id} has a cycle at layer {target}")
         resolved.append(target)
     return Chain(tuple(resolved))
+
+
+@dataclass(frozen=True, slots=True)
+class LayerDirs:
+    """The layer directories and ``l/`` links under one overlay2-style driver directory."""
+
+    layer_ids: set[str]
+    links: list[tuple[str, bytes, str | None]]  # (short name, raw target, layer id), sorted
+    link_map: dict[str, str | None]  # short name -> layer id
+
+
+def scan_layer_dirs(
+    driver: bytes, roots: Iterable[str], paths: Iterable[bytes], noted: dict[bytes, Noted]
+) -> LayerDirs:
+    """Layers under ``<driver>/<id>/`` (and those whose diff/ root was walked), and the ``l/`` links."""
+    layer_ids = set(roots)
+    for path in paths:
+        parts = path.split(b"/")
+        if len(parts) >= 3 and parts[0] == driver and parts[1] != b"l":
+            layer_ids.add(parts[1].decode("utf-8", "surrogateescape"))
+    links: list[tuple[str, bytes, str | None]] = []
+    link_map: dict[str, str | None] = {}
+    for path, item in noted.items():
+        parts = path.split(b"/")
+        if len(parts) == 3 and parts[0] == driver and parts[1] == b"l":
+            short = parts[2].decode("utf-8", "surrogateescape")
+            target = item.target or b""
+            layer = link_target_layer(target) if item.kind is Kind.SYMLINK else None
+            links.append((short, target, layer))
+            link_map[short] = layer
+    links.sort()
+    return LayerDirs(layer_ids, links, link_map)
