@@ -379,11 +379,6 @@ def test_invalid_utf8_in_engine_metadata_does_not_abort_collection(case: str, tm
     assert api.verify(str(tmp_path / "snap.o2f")).ok
 
 
-@pytest.mark.xfail(
-    reason="BUG: dirsource._xattrs_by_path reads xattrs of symlinks, FIFOs, sockets and devices by full "
-    "path, which fails with ENAMETOOLONG beyond PATH_MAX; the descriptor-relative walk reaches them fine",
-    strict=True,
-)
 def test_entries_deeper_than_path_max_keep_their_xattrs(tmp_path: Path) -> None:
     deep = "/".join(f"d{i:02d}" + "q" * 77 for i in range(60))  # about 4.8 KB
     root = make_data_root(

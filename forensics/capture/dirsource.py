@@ -54,6 +54,7 @@ from forensics.errors import NotADataRootError, SourceError
 from forensics.model import CaptureError, Entry, Kind, MetadataFile
 
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
+_PROC_FD = os.path.isdir(b"/proc/self/fd")
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _KIND = {
@@ -604,7 +605,7 @@ class _Walker:
             fd = open_noatime(name, _DIR_FLAGS, dir_fd)
         except OSError as exc:
             if record:
-                xattrs, _ = self._xattrs_by_path(rel)
+                xattrs, _ = self._xattrs_by_path(rel, dir_fd, name)
                 items.append(_entry(visit, st, Kind.DIR, xattrs))
             items.append(CaptureError(rel, "open", _vanished(exc), exc.errno, visit.layer_id or None))
             return None
@@ -634,7 +635,7 @@ class _Walker:
                 target = os.readlink(name, dir_fd=dir_fd)
             except OSError as exc:
                 items.append(CaptureError(rel, "readlink", _vanished(exc), exc.errno, visit.layer_id))
-        xattrs, error = self._xattrs_by_path(rel)
+        xattrs, error = self._xattrs_by_path(rel, dir_fd, name)
         if error:
             items.append(error)
         items.append(_entry(visit, st, kind, xattrs, target))
@@ -792,9 +793,19 @@ class _Walker:
 
     # -- entries that are not hashed --------------------------------------------
 
-    def _xattrs_by_path(self, rel: bytes) -> tuple[tuple[tuple[str, bytes], ...], CaptureError | None]:
-        """llistxattr/lgetxattr by full path: for entries that must not be opened."""
-        full = self.root + b"/" + rel
+    def _xattrs_by_path(
+        self, rel: bytes, dir_fd: int | None = None, name: bytes | None = None
+    ) -> tuple[tuple[tuple[str, bytes], ...], CaptureError | None]:
+        """llistxattr/lgetxattr for entries that must not be opened (symlinks, devices, FIFOs, sockets).
+
+        The xattr calls take no directory descriptor; naming the entry through its open parent
+        (``/proc/self/fd/N/name``, the final component not followed) works at any depth, where a
+        full path stops at PATH_MAX.
+        """
+        if dir_fd is not None and name is not None and _PROC_FD:
+            full = b"/proc/self/fd/%d/" % dir_fd + name
+        else:
+            full = self.root + b"/" + rel
         try:
             names = os.listxattr(full, follow_symlinks=False)
             if not names:

@@ -28,7 +28,7 @@ def collect(
         None, "--mounts", help="Saved mount table: /proc/self/mountinfo, /proc/mounts or `mount` output."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing snapshot file."),
-    threads: int = typer.Option(None, "--threads", min=1, max=64, help="Hashing threads for directory sources (default: 2, or 1 on a single CPU)."),
+    threads: int = typer.Option(None, "--threads", min=1, max=64, help="Hashing processes for directory sources (default: 2, or 1 on a single CPU; 1 hashes in-process)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     verify_layers: bool = typer.Option(
         True,

@@ -41,11 +41,12 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
     """Every record of every table, in a canonical order and an unambiguous encoding.
 
-    The snapshot's own digest column is left out (it holds the result). Each
-    cell is its type and the hex of its bytes: unambiguous, and (unlike
-    ``quote()``, which stops at a NUL) covering every byte of a text value.
+    First the SQL of every table, index and view (a redefined view is a changed
+    snapshot too), then each table's rows by its key, each row as Python's
+    ``repr`` of the tuple SQLite returns: it tells NULL, integers, text and
+    BLOBs apart and escapes every byte (a NUL inside a text value included).
+    The snapshot's own digest column is left out: it holds the result.
     """
-    # The DDL first: a redefined view or index is a changed snapshot too.
     yield b"\x1esqlite_master\n"
     for (sql,) in conn.execute(
         "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY type, name"
@@ -53,11 +54,12 @@ def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
         yield sql.encode("utf-8", "surrogatepass") + b"\n"
     for table in schema.TABLES:
         columns = [c for c in table.column_names if not (table.name == "snapshot" and c == "digest")]
-        expr = " || ',' || ".join(f"typeof([{c}]) || ':' || hex(CAST([{c}] AS BLOB))" for c in columns)
         yield f"\x1e{table.name}\n".encode()
-        cursor = conn.execute(f"SELECT {expr} FROM [{table.name}] ORDER BY {table.digest_order}")
-        while rows := cursor.fetchmany(2000):
-            yield "\n".join(row[0] for row in rows).encode("utf-8", "surrogatepass") + b"\n"
+        cursor = conn.execute(
+            f"SELECT {', '.join(f'[{c}]' for c in columns)} FROM [{table.name}] ORDER BY {table.digest_order}"
+        )
+        while rows := cursor.fetchmany(5000):
+            yield "\n".join(map(repr, rows)).encode("utf-8", "surrogatepass") + b"\n"
 
 
 @dataclass(frozen=True)
