@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from forensics import __version__
 from forensics.analyze import audit as _audit
@@ -33,11 +34,7 @@ from forensics.analyze.report import (
     timeline,
     trace,
 )
-from forensics.capture.engine import Discovered, Engine, Gathered, all_engines
 from forensics.capture.hash import hash_chunks, hash_file_path
-from forensics.capture.layerverify import verify_layers as verify_layers_of
-from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
-from forensics.capture.sources import Noted, Relink, Source, find_source
 from forensics.errors import ChainError, MountTableError, O2fError, PolicyError, SnapshotError, UsageError
 from forensics.model import (
     CaptureError,
@@ -52,7 +49,11 @@ from forensics.model import (
 )
 from forensics.overlay import rules
 from forensics.store.reader import Snapshot, SnapshotInfo, open_snapshot
-from forensics.store.writer import SnapshotWriter
+
+if TYPE_CHECKING:
+    from forensics.capture.engine import Discovered, Engine, Gathered
+    from forensics.capture.sources import Source
+    from forensics.store.writer import SnapshotWriter
 
 Progress = Callable[[int, int], None]
 
@@ -97,6 +98,8 @@ def _refuse_inside_source(source: Source, output: str, mounts_file: str | None) 
 
 
 def _load_mounts(mounts_file: str | None, source: Source) -> tuple[list[Mount], str]:
+    from forensics.capture.mounts import mounts_referencing, parse_mount_table, read_live_mountinfo
+
     if mounts_file is not None:
         try:
             with open(mounts_file, "rb") as handle:
@@ -131,6 +134,11 @@ def collect(
     (diff id and tar-split) and stores the verdicts in ``layer_checks`` and
     ``layer_findings`` (docs/evidence.md#image-layers-checked-at-collection).
     """
+    # Capture code is imported here, not at the top: analysis commands start faster without it.
+    from forensics.capture.engine import Gathered, all_engines
+    from forensics.capture.sources import Noted, Relink, find_source
+    from forensics.store.writer import SnapshotWriter
+
     source = find_source(source_path)
     if threads is not None and hasattr(source, "threads"):
         source.threads = threads  # type: ignore[attr-defined]
@@ -214,6 +222,8 @@ def _write_discovered(
 
 
 def _verify_layers(writer: SnapshotWriter, source: Source, discovered: Discovered) -> None:
+    from forensics.capture.layerverify import verify_layers as verify_layers_of
+
     """Every image layer against its diff id and tar-split, into layer_checks and layer_findings."""
     writer.flush()
     checks = []

@@ -143,9 +143,11 @@ def display_path(raw: bytes) -> str:
     machine formats therefore add the raw bytes (base64) when this differs
     from a plain UTF-8 decode.
     """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
     text = raw.decode("utf-8", "surrogateescape")
-    if not any("\udc80" <= ch <= "\udcff" for ch in text):
-        return text
     return "".join(f"\\x{ord(c) - 0xDC00:02x}" if "\udc80" <= c <= "\udcff" else c for c in text)
 
 

@@ -23,9 +23,14 @@ def _groups(entries: Iterable[Entry]) -> dict[int, set[bytes]]:
     return out
 
 
+_RANK = {detail: rank for rank, detail in enumerate(DETAIL_ORDER)}
+
+
 def _order(details: Iterable[str]) -> tuple[str, ...]:
-    found = set(details)
-    return tuple(d for d in DETAIL_ORDER if d in found)
+    """Details once each, in the documented order (unknown ones are dropped)."""
+    if not details:
+        return ()
+    return tuple(sorted({d for d in details if d in _RANK}, key=_RANK.__getitem__))
 
 
 def forensic_changes(container: Container, cv: ContainerViews) -> list[Change]:

@@ -18,17 +18,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from forensics.model import display_path, is_valid_utf8
+from forensics.model import display_path
 
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def path_fields(raw: bytes, key: str = "path") -> dict[str, str]:
     """``{"path": display}`` plus ``{"path_bytes": base64}`` when the name is not valid UTF-8."""
-    out = {key: display_path(raw)}
-    if not is_valid_utf8(raw):
-        out[key + "_bytes"] = base64.b64encode(raw).decode("ascii")
-    return out
+    try:
+        return {key: raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {key: display_path(raw), key + "_bytes": base64.b64encode(raw).decode("ascii")}
 
 
 def to_json(value: Any) -> str:

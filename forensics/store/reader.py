@@ -103,7 +103,6 @@ class Snapshot:
                 f"this o2f reads version {schema.SCHEMA_VERSION}."
             )
         try:
-            self.conn.execute("PRAGMA quick_check(1)").fetchone()
             for table in schema.TABLES:
                 present = {row[1] for row in self.conn.execute(f"PRAGMA table_info([{table.name}])")}
                 missing = [c for c in table.column_names if c not in present]
