@@ -237,6 +237,8 @@ _AS_NOBODY = """
 import json, os, sys
 from forensics import api
 import forensics.capture.dirsource, forensics.capture.engine, forensics.store.writer, forensics.store.reader
+# api imports capture code on use; load all of it while the interpreter's files are still reachable.
+import forensics.capture.layerverify, forensics.capture.mounts, forensics.capture.sources
 from forensics.capture.engine import all_engines
 import importlib.metadata, sqlite_utils
 all_engines()
