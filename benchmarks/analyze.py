@@ -22,13 +22,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from collect import DEFAULT_SHARED, Tool, ensure_tree, fmt_run, loadavg, o2f_command, run_once  # noqa: E402
+from collect import DEFAULT_SHARED, Tool, ensure_tree, fmt_run, loadavg, o2f_command, run_once
 
 TARGET = 0.25
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--scale", type=float, default=5)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/o2f-bench"))

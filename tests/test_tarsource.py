@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from blake3 import blake3
-from tests.conftest import DOCKER_A_TAR, needs_corpus
 
 from forensics.capture import tarsource
 from forensics.capture.dirsource import DirSource
@@ -20,6 +19,7 @@ from forensics.capture.sources import Item, Noted, Relink
 from forensics.capture.tarsource import TarSource
 from forensics.errors import NotADataRootError, SourceError
 from forensics.model import CaptureError, Entry, Kind, MetadataFile
+from tests.conftest import DOCKER_A_TAR, needs_corpus
 
 LAYER = "a" * 64
 

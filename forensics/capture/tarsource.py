@@ -284,9 +284,7 @@ class _Reader:
         if info is None:
             assert held is not None and held.problem is not None
             yield CaptureError(rel, "read", held.problem, None, visit.layer_id or None)
-        elif action is Action.NOTE:
-            yield Noted(rel, kind)
-        elif action is Action.READ and visit.limit is not None and kind is Kind.FILE and info.size > visit.limit:
+        elif action is Action.NOTE or _over_limit(visit, kind, info):
             yield Noted(rel, kind)
         elif action is Action.READ:
             yield self._read(tar, info, rel, kind, held, known)
@@ -463,3 +461,13 @@ def _xattrs(pax: dict[str, str]) -> tuple[Xattrs, str | None]:
             except binascii.Error:
                 problem = f"extended attribute {name} has an invalid base64 value"
     return tuple(sorted(found.items())), problem
+
+
+def _over_limit(visit: Visit, kind: Kind, info: tarfile.TarInfo) -> bool:
+    """A READ of a file larger than the layout's limit: only noted, like a directory source does."""
+    return (
+        visit.action is Action.READ
+        and visit.limit is not None
+        and kind is Kind.FILE
+        and info.size > visit.limit
+    )
