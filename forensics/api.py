@@ -127,23 +127,77 @@ def collect(
     progress: Progress | None = None,
     threads: int | None = None,
     verify_layers: bool = True,
+    reuse: str | None = None,
 ) -> CollectResult:
     """Capture a data root (directory or tar archive) into a new snapshot file.
 
     ``verify_layers`` checks every image layer against the engine's records
     (diff id and tar-split) and stores the verdicts in ``layer_checks`` and
     ``layer_findings`` (docs/evidence.md#image-layers-checked-at-collection).
+
+    ``reuse`` names a baseline snapshot of the same directory: a regular file
+    whose layer, path, device, inode, size, mtime and ctime are all unchanged
+    gets the baseline's hash instead of being read (``entries.hash_reused``).
+    The baseline must be complete, collected from a directory, and pass its
+    records digest check (docs/evidence.md#re-collecting-with---reuse).
     """
     # Capture code is imported here, not at the top: analysis commands start faster without it.
-    from forensics.capture.engine import Gathered, all_engines
-    from forensics.capture.sources import Noted, Relink, find_source
-    from forensics.store.writer import SnapshotWriter
+    from forensics.capture.sources import find_source
 
     source = find_source(source_path)
     if threads is not None and hasattr(source, "threads"):
         source.threads = threads  # type: ignore[attr-defined]
     _refuse_inside_source(source, output, mounts_file)
+    baseline = None if reuse is None else _open_baseline(reuse, source, output)
+    try:
+        return _collect(source, source_path, output, force, mounts_file, progress, verify_layers, baseline)
+    finally:
+        if baseline is not None:
+            baseline.close()
+
+
+def _open_baseline(path: str, source: Source, output: str) -> Snapshot:
+    """The baseline of ``--reuse``, checked before any of its hashes is used, digest included."""
+    if source.kind != "directory":
+        raise UsageError(
+            f"--reuse needs a directory source: {source.location} is a tar archive, which records no "
+            "device or inode numbers to match."
+        )
+    if os.path.exists(output) and os.path.exists(path) and os.path.samefile(output, path):
+        raise UsageError(f"the snapshot {output} is the baseline {path} itself; refusing.")
+    baseline = open_snapshot(path)
+    try:
+        baseline.check_reusable()
+        if hash_chunks(baseline.recompute_records()) != baseline.provenance["digest"]:
+            raise SnapshotError(
+                f"the baseline {path} fails its records digest check (a record was changed, added or "
+                "removed since capture), so its hashes cannot be reused."
+            )
+    except BaseException:
+        baseline.close()
+        raise
+    return baseline
+
+
+def _collect(
+    source: Source,
+    source_path: str,
+    output: str,
+    force: bool,
+    mounts_file: str | None,
+    progress: Progress | None,
+    verify_layers: bool,
+    baseline: Snapshot | None,
+) -> CollectResult:
+    from forensics.capture.engine import Gathered, all_engines
+    from forensics.capture.sources import Noted, Relink
+    from forensics.store.writer import SnapshotWriter
+
     mounts, mounts_origin = _load_mounts(mounts_file, source)
+    options: dict[str, object] = {"mounts": mounts_origin, "force": force, "verify_layers": verify_layers}
+    if baseline is not None:
+        options["reuse"] = {"baseline": baseline.path, "digest": baseline.provenance["digest"]}
+        source.reuse = baseline.reuse_files  # type: ignore[attr-defined]
     provenance = Provenance(
         tool_version=__version__,
         started_utc=_utc_now(),
@@ -152,7 +206,7 @@ def collect(
         layout="",
         host=socket.gethostname(),
         kernel=platform.release(),
-        options={"mounts": mounts_origin, "force": force, "verify_layers": verify_layers},
+        options=options,
         capabilities=source.capabilities,
     )
     engines = all_engines()
@@ -188,10 +242,12 @@ def collect(
         provenance.finished_utc = _utc_now()
         provenance.complete = True
         provenance.bytes_read = source.bytes_read
+        provenance.hashes_reused = writer.hashes_reused
         digest = writer.finish(provenance, hash_chunks)
     except BaseException as exc:
         provenance.finished_utc = None
         provenance.bytes_read = source.bytes_read
+        provenance.hashes_reused = writer.hashes_reused
         if source.layout is not None and not isinstance(exc, KeyboardInterrupt):
             # What was read before the failure stays analysable (marked incomplete).
             with contextlib.suppress(Exception):

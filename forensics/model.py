@@ -204,7 +204,9 @@ class Entry:
 
     Fields a source cannot provide are ``None`` (unknown), never invented.
     ``link_group`` is shared by every name of one inode (hardlinks) within the
-    snapshot; ``None`` when the entry has a single name.
+    snapshot; ``None`` when the entry has a single name. ``hash_reused`` says
+    that ``blake3`` was taken from the baseline of ``collect --reuse`` because
+    the file's reuse key matched (``forensics.capture.hash.reuse_key``).
     """
 
     layer_id: str
@@ -225,6 +227,8 @@ class Entry:
     xattrs: Xattrs = ()
     blake3: str | None = None
     link_group: int | None = None
+    dev: int | None = None  # st_dev: with inode, names the file on the collecting host only
+    hash_reused: bool = False  # blake3 taken from a --reuse baseline snapshot, not read
 
     @property
     def rdev(self) -> str | None:

@@ -980,7 +980,7 @@ def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, ob
 
     Keys are layer paths (``b"/"`` is the diff root itself); values carry the
     snapshot's entry fields (kind, mode, uid, gid, size, mtime_ns, atime_ns,
-    ctime_ns, inode, nlink, rdev_major, rdev_minor, target, xattrs, blake3).
+    ctime_ns, inode, dev, nlink, rdev_major, rdev_minor, target, xattrs, blake3).
     Everything is lstat-ed before any file is read, directories are listed and
     files opened with ``O_NOATIME``, so the recorded atimes are those before the
     scan. ``read=False`` reads neither symlinks (``readlink`` updates their
@@ -1012,6 +1012,7 @@ def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, ob
             "atime_ns": st.st_atime_ns,
             "ctime_ns": st.st_ctime_ns,
             "inode": st.st_ino,
+            "dev": st.st_dev,
             "nlink": st.st_nlink,
             "rdev_major": os.major(st.st_rdev) if device else None,
             "rdev_minor": os.minor(st.st_rdev) if device else None,

@@ -23,6 +23,14 @@ How the work is split (``benchmarks/collect.py`` measures it):
 * Batches are yielded in walk order, so the items (and a snapshot's row ids)
   do not depend on the number of processes or on timing. Only a few batches
   are in flight: memory does not grow with the tree.
+
+With a reuse lookup (``collect --reuse``), a file whose layer, path and reuse key
+(:func:`~forensics.capture.hash.reuse_key`) match the baseline is still a job
+like any other: it is opened, checked and its xattrs read exactly as above,
+and only the reading of its content is left out when ``fstat`` on the open
+descriptor still gives the same key. The baseline's hash is then recorded,
+with ``hash_reused``. The decision rides in the job, so the hashing processes
+and the walking thread make it the same way.
 """
 
 from __future__ import annotations
@@ -37,9 +45,9 @@ import signal
 import stat
 import sys
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
-from forensics.capture.hash import SMALL_FILE_LIMIT, FdHasher
+from forensics.capture.hash import SMALL_FILE_LIMIT, FdHasher, reuse_key
 from forensics.capture.sources import (
     READ_LIMIT,
     Action,
@@ -48,6 +56,8 @@ from forensics.capture.sources import (
     Layout,
     Noted,
     Progress,
+    ReuseKey,
+    ReuseLookup,
     Visit,
 )
 from forensics.errors import NotADataRootError, SourceError
@@ -83,6 +93,7 @@ _HASHED = 0  # (_HASHED, xattrs, xattr error or None, digest); an error is (errn
 _NOT_OPENED = 1  # (_NOT_OPENED, errno, message)
 _REPLACED = 2  # (_REPLACED,): fstat shows another inode, or not a regular file
 _NOT_READ = 3  # (_NOT_READ, xattrs, xattr error or None, errno, message)
+_REUSED = 4  # (_REUSED, xattrs, xattr error or None, digest): the baseline's hash, content not read
 
 
 def open_noatime(name: str | bytes, flags: int, dir_fd: int | None) -> int:
@@ -100,7 +111,7 @@ class DirSource:
 
     kind = "directory"
     capabilities = frozenset(
-        {"inode", "nlink", "atime_ns", "ctime_ns", "mtime_ns", "size", "xattrs", "rdev", "blake3"}
+        {"inode", "dev", "nlink", "atime_ns", "ctime_ns", "mtime_ns", "size", "xattrs", "rdev", "blake3"}
     )
 
     def __init__(self, location: str, threads: int | None = None) -> None:
@@ -110,6 +121,7 @@ class DirSource:
         self.bytes_read = 0
         self.layout: Layout | None = None
         self.data_root = self.location
+        self.reuse: ReuseLookup | None = None  # collect --reuse: the baseline's files, layer by layer
 
     def _detect(self, layouts: Sequence[Layout]) -> Layout:
         if not os.path.isdir(self.root):
@@ -134,7 +146,7 @@ class DirSource:
 
     def items(self, layouts: Sequence[Layout], progress: Progress | None = None) -> Iterator[Item]:
         self.layout = self._detect(layouts)
-        walker = _Walker(self.root, self.layout.classify, progress, self.threads)
+        walker = _Walker(self.root, self.layout.classify, progress, self.threads, self.reuse)
         try:
             yield from walker.run()
         finally:
@@ -144,8 +156,21 @@ class DirSource:
 # -- hashing one file ------------------------------------------------------------------
 
 
-def _hash_at(dir_fd: int, name: bytes, dev: int, ino: int, size: int, hasher: FdHasher) -> tuple:  # type: ignore[type-arg]
-    """Opens, checks, hashes and closes the regular file *name* that was lstat-ed as (dev, ino)."""
+def _hash_at(
+    dir_fd: int,
+    name: bytes,
+    dev: int,
+    ino: int,
+    size: int,
+    hasher: FdHasher,
+    known: tuple[ReuseKey, str] | None = None,
+) -> tuple:  # type: ignore[type-arg]
+    """Opens, checks, hashes and closes the regular file *name* that was lstat-ed as (dev, ino).
+
+    *known*: the reuse key the walk saw and the baseline's hash for it. The
+    content is then not read if ``fstat`` on the open descriptor still gives
+    that key; everything else (the checks, the xattrs) is done all the same.
+    """
     try:
         try:
             fd = os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
@@ -168,6 +193,8 @@ def _hash_at(dir_fd: int, name: bytes, dev: int, ino: int, size: int, hasher: Fd
         except OSError as exc:
             if exc.errno not in (errno_mod.ENOTSUP, errno_mod.EOPNOTSUPP):
                 xattr_error = (exc.errno, exc.strerror or str(exc))
+        if known is not None and reuse_key(fst) == known[0]:
+            return (_REUSED, xattrs, xattr_error, known[1])
         try:
             digest = hasher.hash_fd(fd, size)
         except OSError as exc:
@@ -247,7 +274,7 @@ class _DirChain:
 
 
 def _serve(root_fd: int, requests: int, results: int) -> None:
-    """A hashing process: answers each batch of (directory, name, dev, ino, size), in order."""
+    """A hashing process: answers each batch of (directory, name, dev, ino, size, known), in order."""
     with contextlib.suppress(ValueError):  # Ctrl-C is the collector's to handle; we stop when our pipe closes
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     hasher = FdHasher()
@@ -258,13 +285,13 @@ def _serve(root_fd: int, requests: int, results: int) -> None:
             return
         before = hasher.bytes_read
         answers = []
-        for prefix, name, dev, ino, size in batch:  # type: ignore[attr-defined]
+        for prefix, name, dev, ino, size, known in batch:  # type: ignore[attr-defined]
             try:
                 dir_fd = dirs.fd(prefix)
             except OSError as exc:
                 answers.append((_NOT_OPENED, exc.errno, _vanished(exc)))
                 continue
-            answers.append(_hash_at(dir_fd, name, dev, ino, size, hasher))
+            answers.append(_hash_at(dir_fd, name, dev, ino, size, hasher, known))
         _send(results, (answers, hasher.bytes_read - before))
 
 
@@ -469,7 +496,14 @@ _FAILED = object()  # link_hashes: the first name of this inode could not be has
 
 
 class _Walker:
-    def __init__(self, root: bytes, classify: Classifier, progress: Progress | None, threads: int) -> None:
+    def __init__(
+        self,
+        root: bytes,
+        classify: Classifier,
+        progress: Progress | None,
+        threads: int,
+        reuse: ReuseLookup | None = None,
+    ) -> None:
         self.root = root
         self.classify = classify
         self.progress = progress
@@ -477,8 +511,8 @@ class _Walker:
         self.hashed_bytes = 0
         self.hasher = FdHasher()
         self.threads = threads
-        # (dev, ino) -> link group id, and the hash of that inode: a digest, _FAILED, or
-        # (batch, index) while its first name is being hashed. Only for st_nlink > 1.
+        # (dev, ino) -> link group id, and the hash of that inode: the Entry of its first name,
+        # _FAILED, or (batch, index) while its first name is being hashed. Only for st_nlink > 1.
         self.link_groups: dict[tuple[int, int], int] = {}
         self.link_hashes: dict[tuple[int, int], object] = {}
         self.next_group = 1
@@ -486,6 +520,9 @@ class _Walker:
         self.window: deque[_Batch] = deque()
         self.hashers: _Hashers | None = None
         self.in_flight = 0
+        self.reuse = reuse
+        self.reuse_layer: str | None = None  # the layer whose baseline files are in reuse_files
+        self.reuse_files: Mapping[bytes, tuple[ReuseKey, str]] = {}
 
     @property
     def bytes_read(self) -> int:
@@ -538,6 +575,8 @@ class _Walker:
         skip_action = Action.SKIP
         batch = self.batch
         items = batch.items
+        known = None
+        reuse = self.reuse
         while stack:
             dir_fd, prefix, names = stack[-1]
             for name in names:
@@ -556,7 +595,12 @@ class _Walker:
                 if action is entry_action and kind is file_kind:
                     batch.entries += 1
                     size = st.st_size
-                    job = (dir_fd, name, rel, st, visit, None, (prefix, name, st.st_dev, st.st_ino, size))
+                    if reuse is not None:
+                        known = self._known(visit, st)
+                        if known is not None:
+                            size = 0  # nothing to read: the batch fills by its number of files
+                    request = (prefix, name, st.st_dev, st.st_ino, st.st_size, known)
+                    job = (dir_fd, name, rel, st, visit, None, request)
                     if st.st_nlink > 1:
                         job = self._hardlink(job)
                         if job is None:
@@ -640,6 +684,16 @@ class _Walker:
             items.append(error)
         items.append(_entry(visit, st, kind, xattrs, target))
 
+    def _known(self, visit: Visit, st: os.stat_result) -> tuple[ReuseKey, str] | None:
+        """The baseline's (reuse key, hash) for this file, when its layer, path and key are unchanged."""
+        if visit.layer_id != self.reuse_layer:
+            self.reuse_layer = visit.layer_id
+            self.reuse_files = self.reuse(visit.layer_id)  # type: ignore[misc]
+        found = self.reuse_files.get(visit.inner_path)
+        if found is None or found[0] != reuse_key(st):
+            return None
+        return found
+
     def _hardlink(self, job: tuple) -> tuple | None:  # type: ignore[type-arg]
         """A name of an inode with several names: the job to hash it, or None when it was dealt with."""
         dir_fd, name, rel, st, visit, _, request = job
@@ -656,11 +710,12 @@ class _Walker:
             self.link_hashes[key] = (batch, len(batch.items))
             batch.leaders.append((len(batch.items), key))
             return job
-        if isinstance(known, str):
+        if type(known) is Entry:
             xattrs, error = self._xattrs_by_path(rel)
             if error:
                 batch.items.append(error)
-            batch.items.append(_entry(visit, st, Kind.FILE, xattrs, None, group, known))
+            digest, reused = known.blake3, known.hash_reused
+            batch.items.append(_entry(visit, st, Kind.FILE, xattrs, None, group, digest, reused))
             return None
         leader, index = known  # type: ignore[misc]
         batch.items.append(_Follower(job, leader, index))
@@ -688,7 +743,7 @@ class _Walker:
         before = hasher.bytes_read
         items = batch.items
         batch.results = [
-            _hash_at(job[0], job[1], job[6][2], job[6][3], job[6][4], hasher)  # type: ignore[index]
+            _hash_at(job[0], job[1], job[6][2], job[6][3], job[6][4], hasher, job[6][5])  # type: ignore[index]
             for job in (items[index] for index in batch.jobs)
         ]
         batch.hashed = hasher.bytes_read - before
@@ -722,8 +777,8 @@ class _Walker:
                 yield from batch.items  # type: ignore[misc]
             for index, key in batch.leaders:
                 result = batch.items[index]
-                digest = (result if type(result) is not list else result[-1]).blake3  # type: ignore[union-attr]
-                self.link_hashes[key] = _FAILED if digest is None else digest
+                leader = result if type(result) is not list else result[-1]
+                self.link_hashes[key] = _FAILED if leader.blake3 is None else leader  # type: ignore[union-attr]
             window.popleft()
             for fd in batch.close:
                 os.close(fd)
@@ -739,8 +794,9 @@ class _Walker:
         results = batch.results
         for index, result in zip(batch.jobs, results, strict=True):  # type: ignore[arg-type]
             _, _, rel, st, visit, group, _ = items[index]  # type: ignore[misc]
-            if result[0] == _HASHED:
-                entry = _entry(visit, st, Kind.FILE, result[1], None, group, result[3])
+            status = result[0]
+            if status in (_HASHED, _REUSED):
+                entry = _entry(visit, st, Kind.FILE, result[1], None, group, result[3], status == _REUSED)
                 if result[2] is None:
                     items[index] = entry
                     continue
@@ -773,23 +829,24 @@ class _Walker:
     def _follow(self, follower: _Follower) -> Iterator[Item]:
         """A later hardlink name, once its first name is hashed: its hash, or a reading of its own."""
         result = follower.leader.items[follower.index]
-        digest = (result if type(result) is not list else result[-1]).blake3  # type: ignore[union-attr]
-        dir_fd, name, rel, st, visit, group, _ = follower.job
-        if digest is None:
+        leader = result if type(result) is not list else result[-1]
+        dir_fd, name, rel, st, visit, group, request = follower.job
+        if leader.blake3 is None:  # type: ignore[union-attr]
             before = self.hasher.bytes_read
-            answer = _hash_at(dir_fd, name, st.st_dev, st.st_ino, st.st_size, self.hasher)  # type: ignore[arg-type]
+            answer = _hash_at(dir_fd, name, st.st_dev, st.st_ino, st.st_size, self.hasher, request[5])  # type: ignore[arg-type, index]
             self.hashed_bytes += self.hasher.bytes_read - before
-            if answer[0] != _HASHED:
+            status = answer[0]
+            if status not in (_HASHED, _REUSED):
                 yield from self._failed(rel, st, visit, group, answer)  # type: ignore[arg-type]
                 return
             if answer[2] is not None:
                 yield _xattr_error(rel, answer[2])  # type: ignore[arg-type]
-            yield _entry(visit, st, Kind.FILE, answer[1], None, group, answer[3])  # type: ignore[arg-type]
+            yield _entry(visit, st, Kind.FILE, answer[1], None, group, answer[3], status == _REUSED)  # type: ignore[arg-type]
             return
         xattrs, error = self._xattrs_by_path(rel)  # type: ignore[arg-type]
         if error:
             yield error
-        yield _entry(visit, st, Kind.FILE, xattrs, None, group, digest)  # type: ignore[arg-type]
+        yield _entry(visit, st, Kind.FILE, xattrs, None, group, leader.blake3, leader.hash_reused)  # type: ignore[arg-type, union-attr]
 
     # -- entries that are not hashed --------------------------------------------
 
@@ -863,6 +920,7 @@ def _entry(
     target: bytes | None = None,
     group: int | None = None,
     digest: str | None = None,
+    reused: bool = False,
 ) -> Entry:
     if kind is Kind.CHAR or kind is Kind.BLOCK:
         major: int | None = os.major(st.st_rdev)
@@ -873,7 +931,7 @@ def _entry(
         return Entry(
             visit.layer_id, visit.inner_path, kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
             st.st_mtime_ns, st.st_atime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink, major, minor, target,
-            xattrs, digest, group,
+            xattrs, digest, group, st.st_dev, reused,
         )  # fmt: skip
     return Entry(
         layer_id=visit.layer_id,
@@ -894,13 +952,15 @@ def _entry(
         xattrs=xattrs,
         blake3=digest,
         link_group=group,
+        dev=st.st_dev,
+        hash_reused=reused,
     )
 
 
 # The field order _entry passes positionally; keywords are used if Entry ever changes.
 _ENTRY_POSITIONAL = tuple(field.name for field in dataclasses.fields(Entry)) == (
     "layer_id", "path", "kind", "mode", "uid", "gid", "size", "mtime_ns", "atime_ns", "ctime_ns", "inode",
-    "nlink", "rdev_major", "rdev_minor", "target", "xattrs", "blake3", "link_group",
+    "nlink", "rdev_major", "rdev_minor", "target", "xattrs", "blake3", "link_group", "dev", "hash_reused",
 )  # fmt: skip
 
 

@@ -1,4 +1,4 @@
-"""Streaming BLAKE3 of file content: the only place that imports blake3."""
+"""Streaming BLAKE3 of file content (the only place that imports blake3), and the reuse key."""
 
 from __future__ import annotations
 
@@ -74,6 +74,18 @@ class FdHasher:
                 return hasher.hexdigest()
             hasher.update(self._view[:count])
             self.bytes_read += count
+
+
+def reuse_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What must be unchanged for ``collect --reuse`` to take a file's hash from a baseline.
+
+    ``(st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns)``, besides the layer and
+    the path. The ctime is the guard: every write and every metadata change sets
+    it to the current time, and unlike the mtime no system call sets it back,
+    so a same-size edit with its mtime restored (``touch -d``) is still re-read.
+    Inode numbers are unique only within one filesystem, hence the device.
+    """
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def hash_stream(stream: BinaryIO) -> tuple[str, int]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -50,6 +50,11 @@ function of its arguments: a tar stream presents paths in any order."""
 
 Progress = Callable[[int, int], None]
 """Called now and then with (entries so far, bytes hashed so far)."""
+
+ReuseKey = tuple[int, int, int, int, int]
+ReuseLookup = Callable[[str], Mapping[bytes, tuple[ReuseKey, str]]]
+"""For a layer id, the regular files a baseline snapshot recorded in it, for ``collect --reuse``:
+path inside the layer -> (reuse key, blake3). See :func:`forensics.capture.hash.reuse_key`."""
 
 # The largest metadata file kept verbatim; a bigger one is an error row.
 READ_LIMIT = 64 << 20

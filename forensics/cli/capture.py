@@ -28,12 +28,27 @@ def collect(
         None, "--mounts", help="Saved mount table: /proc/self/mountinfo, /proc/mounts or `mount` output."
     ),
     force: bool = typer.Option(False, "--force", help="Replace an existing snapshot file."),
-    threads: int = typer.Option(None, "--threads", min=1, max=64, help="Hashing processes for directory sources (default: 2, or 1 on a single CPU; 1 hashes in-process)."),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        min=1,
+        max=64,
+        help="Hashing processes for directory sources "
+        "(default: 2, or 1 on a single CPU; 1 hashes in-process).",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     verify_layers: bool = typer.Option(
         True,
         "--verify-layers/--no-verify-layers",
         help="Check image layers against the engine's diff ids and tar-split (re-reads image layers).",
+    ),
+    reuse: str = typer.Option(
+        None,
+        "--reuse",
+        metavar="BASELINE",
+        help="Take the hash of each file whose layer, path, device, inode, size, mtime and ctime are "
+        "unchanged from this earlier snapshot of the same directory instead of reading it (the baseline's "
+        "digest is checked first; entries.hash_reused marks those hashes).",
     ),
 ) -> None:
     """Capture a data root and its mount table into one SQLite snapshot, read-only."""
@@ -47,6 +62,7 @@ def collect(
                 progress=progress,
                 threads=threads,
                 verify_layers=verify_layers,
+                reuse=reuse,
             )
     except KeyboardInterrupt:
         raise fail(f"interrupted; {output} is marked incomplete.", ExitCode.INTERRUPTED) from None

@@ -309,6 +309,50 @@ class Snapshot:
             for row in self._query("SELECT * FROM layer_findings ORDER BY id")
         ]
 
+    # -- a baseline for collect --reuse ---------------------------------------------
+
+    def check_reusable(self) -> None:
+        """Refuses, in one sentence, a snapshot whose hashes ``collect --reuse`` must not take.
+
+        It must be complete (a stored digest) and collected from a directory:
+        a tar records no device and inode numbers to match. The digest itself
+        is checked by the caller (``forensics.api``), which has the hash.
+        """
+        provenance = self.provenance
+        if not provenance.get("complete") or provenance.get("digest") is None:
+            raise SnapshotError(
+                f"the baseline {self.path} is incomplete (its capture did not finish), so its hashes "
+                "cannot be reused."
+            )
+        if provenance.get("source_kind") != "directory":
+            raise SnapshotError(
+                f"the baseline {self.path} was collected from a {provenance.get('source_kind')}, which "
+                "records no device or inode numbers: --reuse needs a baseline collected from a directory."
+            )
+
+    def reuse_files(self, layer_id: str) -> dict[bytes, tuple[tuple[int, int, int, int, int], str]]:
+        """One layer's hashed regular files: path -> ((dev, inode, size, mtime_ns, ctime_ns), blake3).
+
+        The key is ``forensics.capture.hash.reuse_key``'s, in its order. A file
+        without a hash or a device number (it could not be read) is left out.
+        """
+        try:
+            rows = self.conn.execute(
+                "SELECT CAST(path AS BLOB), dev, inode, size, mtime_ns, ctime_ns, blake3 FROM entries"
+                " WHERE layer_id = ? AND +kind = 'file' AND blake3 IS NOT NULL AND dev IS NOT NULL"
+                " AND inode IS NOT NULL AND size IS NOT NULL AND mtime_ns IS NOT NULL"
+                " AND ctime_ns IS NOT NULL",
+                (layer_id,),
+            ).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
+        out = {}
+        for path, dev, inode, size, mtime, ctime, digest in rows:
+            if b"\\" in path:
+                path = path_from_text(path.decode())
+            out[path] = ((dev, inode, size, mtime, ctime), digest)
+        return out
+
     def metadata_file(self, path: bytes) -> bytes | None:
         from forensics.model import path_to_text
 
@@ -357,8 +401,8 @@ class Snapshot:
         try:
             rows = self.conn.execute(
                 "SELECT CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode,"
-                " nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group"
-                " FROM entries WHERE layer_id = ?" + where,
+                " nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group, dev,"
+                " hash_reused FROM entries WHERE layer_id = ?" + where,
                 (layer_id, *params),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -384,6 +428,8 @@ class Snapshot:
             xattrs,
             digest,
             group,
+            dev,
+            reused,
         ) in rows:
             # CAST gives the UTF-8 bytes of the text form: the raw bytes unless it holds an escape.
             if b"\\" in path:
@@ -410,6 +456,8 @@ class Snapshot:
                     _xattrs(xattrs) if xattrs else (),
                     digest,
                     group,
+                    dev,
+                    reused == 1,
                 )
             )
         return out
@@ -451,8 +499,8 @@ def layer_entries(conn: sqlite3.Connection, layer_ids: list[str]) -> Iterator[tu
     """
     cursor = conn.execute(
         "SELECT layer_id, CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns,"
-        " inode, nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group"
-        " FROM entries WHERE layer_id IN (SELECT value FROM json_each(?)) ORDER BY layer_id, id",
+        " inode, nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group, dev,"
+        " hash_reused FROM entries WHERE layer_id IN (SELECT value FROM json_each(?)) ORDER BY layer_id, id",
         (json.dumps(layer_ids),),
     )
     current: str | None = None
@@ -478,6 +526,8 @@ def layer_entries(conn: sqlite3.Connection, layer_ids: list[str]) -> Iterator[tu
                     _xattrs(xattrs) if xattrs else (),
                     rest[13],
                     rest[14],
+                    rest[15],
+                    rest[16] == 1,
                 )
             )
     if current is not None:

@@ -82,7 +82,12 @@ SNAPSHOT = Table(
         Column("counts", str, "record counts per table, JSON"),
         Column("capabilities", str, "entry fields the source could provide, JSON array"),
         Column("bytes_read", int, "bytes of file content read and hashed"),
-        Column("hashes_reused", int, "file hashes taken from a baseline snapshot instead of read"),
+        Column(
+            "hashes_reused",
+            int,
+            "entries whose hash was taken from a baseline snapshot instead of read (`o2f collect --reuse`; "
+            "`entries.hash_reused` marks them, `options.reuse` names the baseline)",
+        ),
         Column("digest", str, "BLAKE3 over every record in canonical order (o2f verify recomputes it)"),
     ),
     pk="id",
@@ -141,12 +146,26 @@ ENTRIES = Table(
         Column("mtime_ns", int, "modification time, ns since the epoch"),
         Column("ctime_ns", int, "status change time, ns (NULL when the source lacks it)"),
         Column("inode", int, "inode number (NULL from a tar)"),
+        Column(
+            "dev",
+            int,
+            "st_dev of the filesystem holding the entry (NULL from a tar); with `inode` it names the file "
+            "on the collecting host only, and is what `o2f collect --reuse` matches",
+        ),
         Column("nlink", int, "link count (NULL from a tar)"),
         Column("rdev_major", int, "device major number (char and block devices)"),
         Column("rdev_minor", int, "device minor number"),
         Column("target", str, "symlink target, " + PATH_NOTE),
         Column("xattrs", str, "JSON object {name: hex value}, NULL when none"),
         Column("blake3", str, "BLAKE3-256 of a regular file's content, lowercase hex"),
+        Column(
+            "hash_reused",
+            int,
+            "1 when `blake3` was copied from the baseline snapshot of `o2f collect --reuse` (layer, path, "
+            "dev, inode, size, mtime_ns and ctime_ns all unchanged; the baseline is in `snapshot.options`) "
+            "instead of read; 0 when it was read, or there is none",
+            True,
+        ),
         Column("link_group", int, "shared by every name of one inode (hardlinks); NULL for single names"),
         Column("whiteout", int, "1 for an overlay whiteout (char device 0/0)", True),
         Column("opaque", int, "1 for a directory marked opaque (trusted. or user.overlay.opaque=y)", True),
@@ -263,13 +282,19 @@ METADATA_FILES = Table(
 
 LAYER_CHECKS = Table(
     name="layer_checks",
-    description="Image layers checked against the engine's own records (diff id, tar-split), one row per layer.",
+    description=(
+        "Image layers checked against the engine's own records (diff id, tar-split), one row per layer."
+    ),
     columns=(
         Column("layer_id", str, "storage layer checked", True),
         Column("chain_id", str, "its content address (layerdb chain id)"),
         Column("diff_id", str, "the diff id the engine recorded"),
         Column("verdict", str, "verified, tampered, unverifiable or error", True),
-        Column("method", str, "how: tar-split-stream (diff id recomputed), tar-split-files (per-file CRC-64), none"),
+        Column(
+            "method",
+            str,
+            "how: tar-split-stream (diff id recomputed), tar-split-files (per-file CRC-64), none",
+        ),
         Column("computed_diff_id", str, "sha256 of the rebuilt layer tar stream, when it could be rebuilt"),
         Column("files_checked", int, "file entries of the layer's tar compared with the disk"),
         Column("findings", int, "rows of layer_findings for this layer", True),
@@ -288,7 +313,12 @@ LAYER_FINDINGS = Table(
         Column("id", int, "row id", True),
         Column("layer_id", str, "storage layer", True),
         Column("path", str, "path inside the layer, " + PATH_NOTE, True),
-        Column("kind", str, "content, metadata, added (on disk, not in the tar) or missing (in the tar, not on disk)", True),
+        Column(
+            "kind",
+            str,
+            "content, metadata, added (on disk, not in the tar) or missing (in the tar, not on disk)",
+            True,
+        ),
         Column("detail", str, "JSON: the recorded and the found values of each field that differs"),
     ),
     pk="id",

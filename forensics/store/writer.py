@@ -27,8 +27,9 @@ from forensics.model import (
     MetadataFile,
     Mount,
     Provenance,
+    clean_text,
+    xattr_name_to_text,
 )
-from forensics.model import clean_text, xattr_name_to_text
 from forensics.model import path_to_text as _t
 from forensics.store import schema
 from forensics.store.reader import canonical_records, layer_entries
@@ -89,6 +90,7 @@ class SnapshotWriter:
         self._errors: list[tuple[object, ...]] = []
         self._relinks: list[tuple[int, str, str]] = []
         self._next_error = 1
+        self.hashes_reused = 0  # entries written with hash_reused (provenance.hashes_reused)
         self._layer_texts: dict[str, str] = {}
         self._create()
 
@@ -140,6 +142,12 @@ class SnapshotWriter:
         minor = entry.rdev_minor
         digest = entry.blake3
         group = entry.link_group
+        dev = entry.dev
+        if entry.hash_reused:
+            reused = 1
+            self.hashes_reused += 1
+        else:
+            reused = 0
         entries = self._entries
         entries.append(
             (
@@ -154,12 +162,14 @@ class SnapshotWriter:
                 entry.mtime_ns,
                 entry.ctime_ns,
                 entry.inode,
+                "" if dev is None else dev,
                 entry.nlink,
                 "" if major is None else major,
                 "" if minor is None else minor,
                 0 if target is None else _t(target),
                 _xattrs_json(entry) if entry.xattrs else 0,
                 0 if digest is None else digest,
+                reused,
                 "" if group is None else group,
                 whiteout,
                 opaque,
@@ -178,9 +188,10 @@ class SnapshotWriter:
         if self._entries:
             self.conn.executemany(
                 "INSERT INTO entries (layer_id, path, kind, mode, uid, gid, size, atime_ns, mtime_ns,"
-                " ctime_ns, inode, nlink, rdev_major, rdev_minor, target, xattrs, blake3, link_group,"
-                " whiteout, opaque, overlay_private) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,NULLIF(?,''),"
-                "NULLIF(?,''),NULLIF(?,0),NULLIF(?,0),NULLIF(?,0),NULLIF(?,''),?,?,NULLIF(?,0))",
+                " ctime_ns, inode, dev, nlink, rdev_major, rdev_minor, target, xattrs, blake3, hash_reused,"
+                " link_group, whiteout, opaque, overlay_private) VALUES (?,?,?,?,?,?,?,?,?,?,?,"
+                "NULLIF(?,''),?,NULLIF(?,''),NULLIF(?,''),NULLIF(?,0),NULLIF(?,0),NULLIF(?,0),?,NULLIF(?,''),"
+                "?,?,NULLIF(?,0))",
                 self._entries,
             )
             self._entries.clear()
@@ -423,9 +434,9 @@ class SnapshotWriter:
 
     def _write_provenance(self, p: Provenance) -> None:
         self.conn.execute(
-            "INSERT OR REPLACE INTO snapshot (id, tool_version, schema_version, started_utc, finished_utc, complete,"
-            " source, source_kind, data_root, layout, host, kernel, options, counts, capabilities, bytes_read,"
-            " hashes_reused, digest) VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO snapshot (id, tool_version, schema_version, started_utc, finished_utc,"
+            " complete, source, source_kind, data_root, layout, host, kernel, options, counts, capabilities,"
+            " bytes_read, hashes_reused, digest) VALUES (1,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             tuple(
                 clean_text(v) if isinstance(v, str) else v
                 for v in (
