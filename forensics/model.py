@@ -28,7 +28,7 @@ class Kind(str, enum.Enum):
 
     @classmethod
     def from_mode(cls, st_mode: int) -> Kind:
-        return _KIND_BY_IFMT[stat.S_IFMT(st_mode)]
+        return KIND_BY_IFMT[stat.S_IFMT(st_mode)]
 
     @property
     def ifmt(self) -> int:
@@ -40,7 +40,7 @@ class Kind(str, enum.Enum):
         return _LETTER[self]
 
 
-_KIND_BY_IFMT = {
+KIND_BY_IFMT: dict[int, Kind] = {
     stat.S_IFREG: Kind.FILE,
     stat.S_IFDIR: Kind.DIR,
     stat.S_IFLNK: Kind.SYMLINK,
@@ -49,7 +49,7 @@ _KIND_BY_IFMT = {
     stat.S_IFIFO: Kind.FIFO,
     stat.S_IFSOCK: Kind.SOCKET,
 }
-_IFMT_BY_KIND = {v: k for k, v in _KIND_BY_IFMT.items()}
+_IFMT_BY_KIND = {v: k for k, v in KIND_BY_IFMT.items()}
 _LETTER = {
     Kind.FILE: "f",
     Kind.DIR: "d",

@@ -61,21 +61,12 @@ from forensics.capture.sources import (
     Visit,
 )
 from forensics.errors import NotADataRootError, SourceError
-from forensics.model import CaptureError, Entry, Kind, MetadataFile
+from forensics.model import KIND_BY_IFMT, CaptureError, Entry, Kind, MetadataFile
 
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 _PROC_FD = os.path.isdir(b"/proc/self/fd")
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_KIND = {
-    stat.S_IFREG: Kind.FILE,
-    stat.S_IFDIR: Kind.DIR,
-    stat.S_IFLNK: Kind.SYMLINK,
-    stat.S_IFCHR: Kind.CHAR,
-    stat.S_IFBLK: Kind.BLOCK,
-    stat.S_IFIFO: Kind.FIFO,
-    stat.S_IFSOCK: Kind.SOCKET,
-}
 _S_IFMT = 0o170000
 _FS_ENCODING = sys.getfilesystemencoding()
 _FS_ERRORS = sys.getfilesystemencodeerrors()
@@ -568,7 +559,7 @@ class _Walker:
         """Depth first, names in byte order, each directory's entry before its contents."""
         classify = self.classify
         lstat = os.lstat
-        kinds = _KIND
+        kinds = KIND_BY_IFMT
         file_kind = Kind.FILE
         dir_kind = Kind.DIR
         entry_action = Action.ENTRY

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 from forensics.capture.engine.base import Discovered, Gathered
 from forensics.capture.engine.boltdb import BoltDB, BoltError, Bucket
-from forensics.capture.engine.lowerchain import resolve_lower, scan_layer_dirs
+from forensics.capture.engine.lowerchain import layer_record, resolve_lower, scan_layer_dirs
 from forensics.capture.sources import NOTE, READ, SKIP, WALK, Action, Visit
-from forensics.model import Container, Image, ImageLayer, Kind, Layer, LayerRole, clean_text
+from forensics.model import Container, Image, ImageLayer, Kind, LayerRole, clean_text
 
 _HEX64 = re.compile(rb"^[0-9a-f]{64}$")
 _LAYER_FILES = {b"link", b"lower"}
@@ -305,7 +305,6 @@ class _Discovery:
                 referenced.update(chain)
         layers = []
         for layer_id in sorted(layer_ids):
-            base = b"overlay/" + layer_id.encode("utf-8", "surrogateescape")
             if layer_id in container_layers:
                 role = LayerRole.CONTAINER
             elif layer_id in referenced or _is_image_layer(records, layer_id):
@@ -313,18 +312,15 @@ class _Discovery:
             else:
                 role = LayerRole.ORPHAN
             layers.append(
-                Layer(
-                    id=layer_id,
-                    role=role,
-                    link=_text(files.get(base + b"/link")),
-                    lower=_text(files.get(base + b"/lower")),
-                    committed=False,
-                    has_work=base + b"/work" in gathered.noted,
-                    has_merged=base + b"/merged" in gathered.noted,
-                    has_diff=layer_id in gathered.layer_roots,
-                    diff_path=base + b"/diff",
-                    chain=chains[layer_id],
-                    problem=problems[layer_id],
+                layer_record(
+                    b"overlay",
+                    layer_id,
+                    role,
+                    files,
+                    gathered.noted,
+                    gathered.layer_roots,
+                    chains[layer_id],
+                    problems[layer_id],
                 )
             )
         return Discovered(layers, image_layers, images, containers, links, self.warnings)

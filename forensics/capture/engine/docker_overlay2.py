@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 
 from forensics.capture.engine.base import Discovered, Gathered
-from forensics.capture.engine.lowerchain import resolve_lower, scan_layer_dirs
+from forensics.capture.engine.lowerchain import layer_record, resolve_lower, scan_layer_dirs
 from forensics.capture.sources import NOTE, READ, SKIP, WALK, Action, Visit
 from forensics.model import Container, Image, ImageLayer, Kind, Layer, LayerRole
 
@@ -123,7 +123,6 @@ class DockerOverlay2:
         container_layers = {c.upper_layer for c in containers if c.upper_layer}
         init_layers = {c.init_layer for c in containers if c.init_layer}
         for layer_id in sorted(layer_ids):
-            base = b"overlay2/" + layer_id.encode("utf-8", "surrogateescape")
             if layer_id in container_layers:
                 role = LayerRole.CONTAINER
             elif layer_id in init_layers or layer_id.endswith("-init"):
@@ -133,18 +132,15 @@ class DockerOverlay2:
             else:
                 role = LayerRole.ORPHAN
             layers.append(
-                Layer(
-                    id=layer_id,
-                    role=role,
-                    link=_text(files.get(base + b"/link")),
-                    lower=_text(files.get(base + b"/lower")),
-                    committed=base + b"/committed" in files,
-                    has_work=base + b"/work" in gathered.noted,
-                    has_merged=base + b"/merged" in gathered.noted,
-                    has_diff=layer_id in gathered.layer_roots,
-                    diff_path=base + b"/diff",
-                    chain=chains[layer_id],
-                    problem=problems[layer_id],
+                layer_record(
+                    b"overlay2",
+                    layer_id,
+                    role,
+                    files,
+                    gathered.noted,
+                    gathered.layer_roots,
+                    chains[layer_id],
+                    problems[layer_id],
                 )
             )
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from forensics.capture.sources import Noted
-from forensics.model import Kind
+from forensics.model import Kind, Layer, LayerRole
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +95,35 @@ def scan_layer_dirs(
             link_map[short] = layer
     links.sort()
     return LayerDirs(layer_ids, links, link_map)
+
+
+def layer_record(
+    driver: bytes,
+    layer_id: str,
+    role: LayerRole,
+    files: dict[bytes, bytes],
+    noted: dict[bytes, Noted],
+    roots: set[str],
+    chain: tuple[str, ...],
+    problem: str | None,
+) -> Layer:
+    """A layer of an overlay2-style driver directory, from the files the walk read and noted."""
+    base = driver + b"/" + layer_id.encode("utf-8", "surrogateescape")
+
+    def text(name: bytes) -> str | None:
+        raw = files.get(base + name)
+        return None if raw is None else raw.decode("utf-8", "surrogateescape").strip()
+
+    return Layer(
+        id=layer_id,
+        role=role,
+        link=text(b"/link"),
+        lower=text(b"/lower"),
+        committed=base + b"/committed" in files,
+        has_work=base + b"/work" in noted,
+        has_merged=base + b"/merged" in noted,
+        has_diff=layer_id in roots,
+        diff_path=base + b"/diff",
+        chain=chain,
+        problem=problem,
+    )
