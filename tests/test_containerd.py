@@ -36,6 +36,7 @@ from forensics.errors import NotFoundError
 from forensics.model import Change, ChangeKind, LayerRole, LayerVerdict
 from tests import layerlang as ll
 from tests.conftest import CONTAINERD_A, CONTAINERD_A_TAR, DOCKER_A_TAR, needs_root
+from tests.corpus import SessionSnapshots
 from tests.kernel_oracle import (
     BASE,
     IMAGE_STEPS,
@@ -66,16 +67,8 @@ def full_name(name: str) -> str:
 
 # -- snapshots: each source collected once per session ---------------------------------------
 
-_SNAPSHOTS: dict[str, tuple[Path, tuple[str, ...]]] = {}
-_ANALYSES: dict[str, Analysis] = {}
-
-
-def _collect_once(key: str, source: Path, factory: pytest.TempPathFactory) -> Path:
-    if key not in _SNAPSHOTS:
-        out = factory.mktemp(f"containerd-{key}") / f"{key}.o2f"
-        result = api.collect(str(source), str(out), force=True, mounts_file=str(MOUNTS))
-        _SNAPSHOTS[key] = (out, result.warnings)
-    return _SNAPSHOTS[key][0]
+_CORPUS = SessionSnapshots("containerd", MOUNTS)
+_collect_once = _CORPUS.collect_once
 
 
 @pytest.fixture(scope="session")
@@ -97,11 +90,7 @@ def snapshot_of(request: pytest.FixtureRequest, source: str) -> Path:
 
 
 def analysis_of(request: pytest.FixtureRequest, source: str) -> Analysis:
-    if source not in _ANALYSES:
-        analysis, warnings = api.open_analysis(str(snapshot_of(request, source)))
-        assert warnings == []
-        _ANALYSES[source] = analysis
-    return _ANALYSES[source]
+    return _CORPUS.analysis(source, snapshot_of(request, source))
 
 
 @dataclass(frozen=True)
@@ -208,7 +197,7 @@ def test_value_decoders() -> None:
 @pytest.mark.parametrize("source", ["tar", "dir"])
 def test_info_says_the_layout(request: pytest.FixtureRequest, source: str) -> None:
     info = api.info(str(snapshot_of(request, source)))
-    assert _SNAPSHOTS[source][1] == ()  # the corpus collects without a warning
+    assert _CORPUS.warnings(source) == ()  # the corpus collects without a warning
     assert info.provenance["layout"] == "containerd-overlayfs"
     if source == "tar":
         assert info.provenance["data_root"] == "var/lib/containerd"

@@ -37,6 +37,7 @@ from forensics.overlay.merge import View
 from forensics.render.analysis import docker_output, podman_output
 from tests import layerlang as ll
 from tests.conftest import PODMAN_A, PODMAN_A_TAR, needs_root
+from tests.corpus import SessionSnapshots
 from tests.kernel_oracle import BASE, IMAGE_STEPS, kernel_view, o2f_view, op_strategy, run_op
 from tests.tarcopy import read_member, rewrite_tar
 from tests.test_analyze_corpus import assert_view_matches, explains
@@ -61,16 +62,8 @@ PODMAN_CREATED |= {b"/run/.containerenv"}
 
 # -- snapshots: each source collected once per session ---------------------------------------
 
-_SNAPSHOTS: dict[str, tuple[Path, tuple[str, ...]]] = {}
-_ANALYSES: dict[str, Analysis] = {}
-
-
-def _collect_once(key: str, source: Path, factory: pytest.TempPathFactory) -> Path:
-    if key not in _SNAPSHOTS:
-        out = factory.mktemp(f"podman-{key}") / f"{key}.o2f"
-        result = api.collect(str(source), str(out), force=True, mounts_file=str(MOUNTS))
-        _SNAPSHOTS[key] = (out, result.warnings)
-    return _SNAPSHOTS[key][0]
+_CORPUS = SessionSnapshots("podman", MOUNTS)
+_collect_once = _CORPUS.collect_once
 
 
 @pytest.fixture(scope="session")
@@ -92,11 +85,7 @@ def snapshot_of(request: pytest.FixtureRequest, source: str) -> Path:
 
 
 def analysis_of(request: pytest.FixtureRequest, source: str) -> Analysis:
-    if source not in _ANALYSES:
-        analysis, warnings = api.open_analysis(str(snapshot_of(request, source)))
-        assert warnings == []
-        _ANALYSES[source] = analysis
-    return _ANALYSES[source]
+    return _CORPUS.analysis(source, snapshot_of(request, source))
 
 
 @dataclass(frozen=True)
@@ -234,7 +223,7 @@ def test_layers_roles_and_image_layer_records(request: pytest.FixtureRequest, so
 
 def test_removed_containers_exit_codes_are_a_warning(pa_tar: Path) -> None:
     """README surprise 2: bolt_state.db keeps the exit codes of removed containers."""
-    warnings = _SNAPSHOTS["tar"][1]
+    warnings = _CORPUS.warnings("tar")
     removed = [w for w in warnings if "removed containers" in w]
     assert len(removed) == 1 and "3 removed" in removed[0] and "137" in removed[0]
     throwaway = (TRUTH / "throwaway.tsv").read_text()
