@@ -7,6 +7,7 @@ storage layout and the writer; nothing here parses or prints.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -222,7 +223,7 @@ def _collect(
     gathered = Gathered()
     try:
         writer.begin(provenance)
-        stream = items if first is None else _chain_first(first, items)
+        stream = items if first is None else itertools.chain((first,), items)
         for item in stream:
             if isinstance(item, Entry):
                 writer.add_entry(item)
@@ -278,9 +279,9 @@ def _write_discovered(
 
 
 def _verify_layers(writer: SnapshotWriter, source: Source, discovered: Discovered) -> None:
+    """Every image layer against its diff id and tar-split, into layer_checks and layer_findings."""
     from forensics.capture.layerverify import verify_layers as verify_layers_of
 
-    """Every image layer against its diff id and tar-split, into layer_checks and layer_findings."""
     writer.flush()
     checks = []
     findings = []
@@ -299,11 +300,6 @@ def _verify_layers(writer: SnapshotWriter, source: Source, discovered: Discovere
             )
     writer.add_layer_checks(checks)
     writer.add_layer_findings(findings)
-
-
-def _chain_first(first: object, rest: object):  # type: ignore[no-untyped-def]
-    yield first
-    yield from rest  # type: ignore[misc]
 
 
 def info(path: str) -> SnapshotInfo:
