@@ -36,7 +36,8 @@ def to_json(value: Any) -> str:
 
 
 def to_jsonl(records: Iterable[Mapping[str, Any]]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False, default=_default) + "\n" for r in records)
+    encode = _LINE_ENCODER.encode
+    return "".join(encode(r) + "\n" for r in records)
 
 
 def _default(value: Any) -> Any:
@@ -45,6 +46,9 @@ def _default(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+_LINE_ENCODER = json.JSONEncoder(ensure_ascii=False, default=_default)
 
 
 def csv_cell(value: Any) -> str:
