@@ -42,6 +42,17 @@ BASE = [
 ]
 
 # A second image layer: the image-level markers the kernel must honour below a container.
+# One deterministic container scenario run under every image step, as a floor under hypothesis.
+FIXED_SCENARIO = [
+    ("append", "/d1/a", b"more"),
+    ("rm-then-mkdir", "/d2", None),
+    ("rename", "/d1/s", "/d1/n2"),
+    ("hardlink", "/hl1", "/n1"),
+    ("rewrite-same-size", "/d2/c", None),
+    ("setxattr", "/f", b"v"),
+    ("rm-rf", "/tree", None),
+]
+
 IMAGE_STEPS = {
     "none": [],
     "whiteout-file": [ll.whiteout("/d1/b")],

@@ -39,6 +39,7 @@ from tests.conftest import CONTAINERD_A, CONTAINERD_A_TAR, DOCKER_A_TAR, needs_r
 from tests.corpus import SessionSnapshots
 from tests.kernel_oracle import (
     BASE,
+    FIXED_SCENARIO,
     IMAGE_STEPS,
     assert_views_equal,
     kernel_view,
@@ -581,15 +582,7 @@ def test_containerd_offline_view_equals_kernel_view(
 @needs_root
 @pytest.mark.parametrize("image_step", sorted(IMAGE_STEPS))
 def test_containerd_every_image_step_with_a_fixed_scenario(tmp_path: Path, image_step: str) -> None:
-    ops = [
-        ("append", "/d1/a", b"more"),
-        ("rm-then-mkdir", "/d2", None),
-        ("rename", "/d1/s", "/d1/n2"),
-        ("hardlink", "/hl1", "/n1"),
-        ("rewrite-same-size", "/d2/c", None),
-        ("setxattr", "/f", b"v"),
-        ("rm-rf", "/tree", None),
-    ]
+    ops = FIXED_SCENARIO
     _compare_containerd(tmp_path / "containerd", tmp_path, image_step, ops)
 
 

@@ -22,6 +22,7 @@ from tests import layerlang as ll
 from tests.conftest import needs_root
 from tests.kernel_oracle import (
     BASE,
+    FIXED_SCENARIO,
     IMAGE_STEPS,
     kernel_view,
     o2f_view,
@@ -72,13 +73,5 @@ def test_offline_view_equals_kernel_view(
 @pytest.mark.parametrize("image_step", sorted(IMAGE_STEPS))
 def test_every_image_step_with_a_fixed_scenario(tmp_path: Path, image_step: str) -> None:
     """Each image-level marker under the same container scenario (a deterministic floor under hypothesis)."""
-    ops = [
-        ("append", "/d1/a", b"more"),
-        ("rm-then-mkdir", "/d2", None),
-        ("rename", "/d1/s", "/d1/n2"),
-        ("hardlink", "/hl1", "/n1"),
-        ("rewrite-same-size", "/d2/c", None),
-        ("setxattr", "/f", b"v"),
-        ("rm-rf", "/tree", None),
-    ]
+    ops = FIXED_SCENARIO
     _compare(tmp_path / "docker", tmp_path, image_step, ops)

@@ -38,7 +38,7 @@ from forensics.render.analysis import docker_output, podman_output
 from tests import layerlang as ll
 from tests.conftest import PODMAN_A, PODMAN_A_TAR, needs_root
 from tests.corpus import SessionSnapshots
-from tests.kernel_oracle import BASE, IMAGE_STEPS, kernel_view, o2f_view, op_strategy, run_op
+from tests.kernel_oracle import BASE, FIXED_SCENARIO, IMAGE_STEPS, kernel_view, o2f_view, op_strategy, run_op
 from tests.tarcopy import read_member, rewrite_tar
 from tests.test_analyze_corpus import assert_view_matches, explains
 from tests.test_cli_analyze import docker_blocks, ok, run_cli
@@ -801,15 +801,7 @@ def test_storage_offline_view_equals_kernel_view(
 @needs_root
 @pytest.mark.parametrize("image_step", sorted(IMAGE_STEPS))
 def test_storage_every_image_step_with_a_fixed_scenario(tmp_path: Path, image_step: str) -> None:
-    ops = [
-        ("append", "/d1/a", b"more"),
-        ("rm-then-mkdir", "/d2", None),
-        ("rename", "/d1/s", "/d1/n2"),
-        ("hardlink", "/hl1", "/n1"),
-        ("rewrite-same-size", "/d2/c", None),
-        ("setxattr", "/f", b"v"),
-        ("rm-rf", "/tree", None),
-    ]
+    ops = FIXED_SCENARIO
     _compare_storage(tmp_path / "storage", tmp_path, image_step, ops)
 
 
