@@ -410,50 +410,23 @@ class Snapshot:
         kinds = _KINDS
         out = []
         append = out.append
-        for (
-            path,
-            kind,
-            mode,
-            uid,
-            gid,
-            size,
-            mtime,
-            atime,
-            ctime,
-            inode,
-            nlink,
-            major,
-            minor,
-            target,
-            xattrs,
-            digest,
-            group,
-            dev,
-            reused,
-        ) in rows:
+        for row in rows:
+            # Columns 2-12 (mode .. rdev minor) go to Entry as they are, in the same order.
+            path, kind, target, xattrs, digest, group, dev, reused = (*row[:2], *row[13:])
             # CAST gives the UTF-8 bytes of the text form: the raw bytes unless it holds an escape.
             if b"\\" in path:
                 path = path_from_text(path.decode())
             if target is not None and b"\\" in target:
                 target = path_from_text(target.decode())
+            xattr_pairs = _xattrs(xattrs) if xattrs else ()
             append(
                 Entry(
                     layer_id,
                     path,
                     kinds[kind],
-                    mode,
-                    uid,
-                    gid,
-                    size,
-                    mtime,
-                    atime,
-                    ctime,
-                    inode,
-                    nlink,
-                    major,
-                    minor,
+                    *row[2:13],
                     target,
-                    _xattrs(xattrs) if xattrs else (),
+                    xattr_pairs,
                     digest,
                     group,
                     dev,
