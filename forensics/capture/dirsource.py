@@ -486,6 +486,11 @@ class _Follower:
 _FAILED = object()  # link_hashes: the first name of this inode could not be hashed
 
 
+_Open = tuple[int, bytes, Iterator[bytes], "tuple[str, bytes] | None"]
+"""An open directory being listed: its descriptor, its path, its remaining names, and for a directory
+inside a layer's diff/ the (layer id, inner path prefix) every name below it inherits."""
+
+
 class _Walker:
     def __init__(
         self,
@@ -525,7 +530,7 @@ class _Walker:
         except OSError as exc:
             yield CaptureError(b"", "open", exc.strerror or str(exc), exc.errno)
             return
-        stack: list[tuple[int, bytes, Iterator[bytes]]] = []
+        stack: list[_Open] = []
         finished = False
         try:
             try:
@@ -538,7 +543,7 @@ class _Walker:
                 if not self.hashers:
                     self.hashers = None
             self.in_flight = _IN_FLIGHT * (len(self.hashers) if self.hashers else 1)
-            stack.append((root_fd, b"", iter(names)))
+            stack.append((root_fd, b"", iter(names), None))
             yield from self._walk(stack)
             self._submit()
             while self.window:
@@ -549,13 +554,13 @@ class _Walker:
         finally:
             if self.hashers is not None:
                 self.hashers.close(kill=not finished)
-            fds = [fd for fd, _, _ in stack if fd != root_fd]
+            fds = [open_dir[0] for open_dir in stack if open_dir[0] != root_fd]
             for batch in (*self.window, self.batch):
                 fds.extend(batch.close)
             for fd in (*fds, root_fd):
                 os.close(fd)
 
-    def _walk(self, stack: list[tuple[int, bytes, Iterator[bytes]]]) -> Iterator[Item]:
+    def _walk(self, stack: list[_Open]) -> Iterator[Item]:
         """Depth first, names in byte order, each directory's entry before its contents."""
         classify = self.classify
         lstat = os.lstat
@@ -569,7 +574,7 @@ class _Walker:
         known = None
         reuse = self.reuse
         while stack:
-            dir_fd, prefix, names = stack[-1]
+            dir_fd, prefix, names, inherited = stack[-1]
             for name in names:
                 rel = prefix + name
                 try:
@@ -581,7 +586,10 @@ class _Walker:
                 if kind is None:
                     items.append(CaptureError(rel, "lstat", f"unknown file type {stat.S_IFMT(st.st_mode):o}"))
                     continue
-                visit = classify(rel, kind)
+                if inherited is None:
+                    visit = classify(rel, kind)
+                else:  # below a layer's diff/ everything is an entry of that layer (Layout contract)
+                    visit = Visit(entry_action, inherited[0], inherited[1] + name)
                 action = visit.action
                 if action is entry_action and kind is file_kind:
                     batch.entries += 1
@@ -630,7 +638,7 @@ class _Walker:
 
     def _enter_dir(
         self, dir_fd: int, name: bytes, rel: bytes, st: os.stat_result, visit: Visit
-    ) -> tuple[int, bytes, Iterator[bytes]] | None:
+    ) -> _Open | None:
         batch = self.batch
         items = batch.items
         record = visit.action is Action.ENTRY
@@ -655,7 +663,11 @@ class _Walker:
             items.append(CaptureError(rel, "list", exc.strerror or str(exc), exc.errno))
             os.close(fd)
             return None
-        return fd, rel + b"/", iter(names)
+        inherited = None
+        if record:
+            inner = visit.inner_path
+            inherited = (visit.layer_id, inner if inner.endswith(b"/") else inner + b"/")
+        return fd, rel + b"/", iter(names), inherited
 
     def _other(
         self, dir_fd: int, name: bytes, rel: bytes, st: os.stat_result, kind: Kind, visit: Visit

@@ -90,7 +90,11 @@ class Layout(Protocol):
 
     def find_root(self, member: bytes) -> bytes | None: ...
 
-    def classify(self, rel: bytes, kind: Kind) -> Visit: ...
+    def classify(self, rel: bytes, kind: Kind) -> Visit:
+        """What a path is. Contract: below a directory classified ENTRY, every path is an ENTRY of the
+        same layer at the directory's inner path + "/" + name (a directory source relies on it and
+        does not ask again inside a layer's diff/)."""
+        ...
 
 
 class Source(Protocol):
