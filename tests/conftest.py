@@ -48,16 +48,21 @@ def extract_tar(archive: Path, dest: Path) -> None:
     )
 
 
+def _extracted(factory: pytest.TempPathFactory, archive: Path, root: str) -> Path:
+    """A corpus tar extracted once into a session directory; *root* is its member prefix."""
+    if not archive.exists():
+        pytest.skip(f"corpus not found at {archive.parent}")
+    if not IS_ROOT:
+        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
+    dest = factory.mktemp(archive.parent.name)
+    extract_tar(archive, dest)
+    return dest / root
+
+
 @pytest.fixture(scope="session")
 def docker_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An extracted copy of the docker-a data root (read-only use: tests must not modify it)."""
-    if not DOCKER_A_TAR.exists():
-        pytest.skip(f"corpus not found at {DOCKER_A}")
-    if not IS_ROOT:
-        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
-    dest = tmp_path_factory.mktemp("docker-a")
-    extract_tar(DOCKER_A_TAR, dest)
-    return dest / "var" / "lib" / "docker"
+    return _extracted(tmp_path_factory, DOCKER_A_TAR, "var/lib/docker")
 
 
 @pytest.fixture(scope="session")
@@ -66,13 +71,7 @@ def podman_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Read-only use: tests must not modify it.
     """
-    if not PODMAN_A_TAR.exists():
-        pytest.skip(f"corpus not found at {PODMAN_A}")
-    if not IS_ROOT:
-        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
-    dest = tmp_path_factory.mktemp("podman-a")
-    extract_tar(PODMAN_A_TAR, dest)
-    return dest / "var" / "lib" / "containers" / "storage"
+    return _extracted(tmp_path_factory, PODMAN_A_TAR, "var/lib/containers/storage")
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +80,7 @@ def containerd_a_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     Read-only use: tests must not modify it.
     """
-    if not CONTAINERD_A_TAR.exists():
-        pytest.skip(f"corpus not found at {CONTAINERD_A}")
-    if not IS_ROOT:
-        pytest.skip("extracting the corpus needs root (device nodes, trusted.* xattrs)")
-    dest = tmp_path_factory.mktemp("containerd-a")
-    extract_tar(CONTAINERD_A_TAR, dest)
-    return dest / "var" / "lib" / "containerd"
+    return _extracted(tmp_path_factory, CONTAINERD_A_TAR, "var/lib/containerd")
 
 
 @pytest.fixture()
