@@ -35,13 +35,14 @@ from forensics.analyze.report import (
     timeline,
     trace,
 )
-from forensics.capture.hash import hash_chunks, hash_file_path
+from forensics.capture.hash import hash_file_path, new_hasher
 from forensics.errors import ChainError, MountTableError, O2fError, PolicyError, SnapshotError, UsageError
 from forensics.model import (
     CaptureError,
     Change,
     Container,
     Entry,
+    Kind,
     LayerVerdict,
     MetadataFile,
     Mount,
@@ -74,7 +75,12 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_NO_FLAGS = (0, 0, None)
+
+
 def _entry_flags(entry: Entry) -> tuple[int, int, str | None]:
+    if not entry.xattrs and entry.kind is not Kind.CHAR:
+        return _NO_FLAGS  # a whiteout is a char device (R1); opaque (R2) and private (R5) need xattrs
     private = rules.private_xattr_names(entry) if entry.xattrs else []
     return (
         int(rules.is_whiteout(entry)),
@@ -169,7 +175,8 @@ def _open_baseline(path: str, source: Source, output: str) -> Snapshot:
     baseline = open_snapshot(path)
     try:
         baseline.check_reusable()
-        if hash_chunks(baseline.recompute_records()) != baseline.provenance["digest"]:
+        check = baseline.check_records(new_hasher)
+        if check.digest != baseline.provenance["digest"] or check.altered_layers:
             raise SnapshotError(
                 f"the baseline {path} fails its records digest check (a record was changed, added or "
                 "removed since capture), so its hashes cannot be reused."
@@ -191,8 +198,8 @@ def _collect(
     baseline: Snapshot | None,
 ) -> CollectResult:
     from forensics.capture.engine import Gathered, all_engines
-    from forensics.capture.sources import Noted, Relink
-    from forensics.store.writer import SnapshotWriter
+    from forensics.capture.sources import EncodedEntries, Noted, Relink
+    from forensics.store.writer import SnapshotWriter, entry_encoder
 
     mounts, mounts_origin = _load_mounts(mounts_file, source)
     options: dict[str, object] = {"mounts": mounts_origin, "force": force, "verify_layers": verify_layers}
@@ -211,13 +218,14 @@ def _collect(
         capabilities=source.capabilities,
     )
     engines = all_engines()
-    items = source.items(engines, progress)
+    encode = entry_encoder(_entry_flags)
+    items = source.items(engines, progress, encode)
     # Detection happens on the first item: no snapshot file is created for a source that is not a data root.
     try:
         first = next(items)
     except StopIteration:
         first = None
-    writer = SnapshotWriter(output, force=force, flags=_entry_flags)
+    writer = SnapshotWriter(output, force=force, encode=encode, new_hasher=new_hasher)
     provenance.layout = source.layout.name if source.layout else ""
     provenance.data_root = source.data_root
     gathered = Gathered()
@@ -225,7 +233,11 @@ def _collect(
         writer.begin(provenance)
         stream = items if first is None else itertools.chain((first,), items)
         for item in stream:
-            if isinstance(item, Entry):
+            if type(item) is EncodedEntries:
+                writer.add_rows(item.rows, item.encoded)
+                if item.root_of is not None:
+                    gathered.layer_roots.add(item.root_of)
+            elif isinstance(item, Entry):
                 writer.add_entry(item)
                 if item.path == b"/":
                     gathered.layer_roots.add(item.layer_id)
@@ -244,7 +256,7 @@ def _collect(
         provenance.complete = True
         provenance.bytes_read = source.bytes_read
         provenance.hashes_reused = writer.hashes_reused
-        digest = writer.finish(provenance, hash_chunks)
+        digest = writer.finish(provenance)
     except BaseException as exc:
         provenance.finished_utc = None
         provenance.bytes_read = source.bytes_read
@@ -313,20 +325,21 @@ class VerifyResult:
     stored: str | None
     recomputed: str
     file_blake3: str
+    altered_layers: tuple[str, ...] = ()  # layers whose entries rows no longer match entry_digests
 
     @property
     def ok(self) -> bool:
-        return self.stored == self.recomputed
+        return self.stored == self.recomputed and not self.altered_layers
 
 
 def verify(path: str) -> VerifyResult:
-    """Recompute the records digest and compare it with the one stored at collection."""
+    """Recompute the records digest and every layer's entries digest; compare them with those stored."""
     with open_snapshot(path) as snapshot:
         stored = snapshot.provenance.get("digest")
-        recomputed = hash_chunks(snapshot.recompute_records())
+        check = snapshot.check_records(new_hasher)
     if stored is None:
         raise SnapshotError(f"{path} has no stored digest: the capture did not finish.")
-    return VerifyResult(path, str(stored), recomputed, hash_file_path(path))
+    return VerifyResult(path, str(stored), check.digest, hash_file_path(path), check.altered_layers)
 
 
 # -- analysis -----------------------------------------------------------------------

@@ -82,6 +82,11 @@ def path_to_text(raw: bytes) -> str:
     Valid UTF-8 stays as it is (newlines and tabs included); a backslash is
     doubled; every byte that is not part of valid UTF-8 becomes ``\\xHH``.
     """
+    if b"\\" not in raw:  # the common case, without the regular expression
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
     text = raw.decode("utf-8", "surrogateescape")
     if not _ESCAPE_NEEDED.search(text):
         return text

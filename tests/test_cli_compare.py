@@ -303,11 +303,11 @@ def test_same_snapshot(hosts: TwoHosts, tmp_path: Path) -> None:
 
 
 def test_different_schema_versions(hosts: TwoHosts, tmp_path: Path) -> None:
-    other = write_other_version(hosts.b, tmp_path / "v2.o2f", "2")
+    other = write_other_version(hosts.b, tmp_path / "v1.o2f", "1")
     for command in ("compare", "drift"):
         code, out, err = o2f(command, hosts.a, other)
         assert code == 2 and out == b""
-        assert "schema version 2" in one_sentence(err)
+        assert "schema version 1" in one_sentence(err)
 
 
 def test_missing_policy_file(hosts: TwoHosts, tmp_path: Path) -> None:

@@ -304,9 +304,9 @@ def test_a_baseline_without_device_numbers_is_refused(tree: Path, baseline: Path
 
 
 def test_a_baseline_of_another_schema_version_is_refused(tree: Path, baseline: Path, tmp_path: Path) -> None:
-    version = "UPDATE _o2f_meta SET value = '2' WHERE key = 'schema_version'"
+    version = "UPDATE _o2f_meta SET value = '1' WHERE key = 'schema_version'"
     other = _copy(baseline, tmp_path, "v2.o2f", version)
-    _refused(tree, tmp_path, other, "schema version 2")
+    _refused(tree, tmp_path, other, "schema version 1")
 
 
 def test_a_missing_baseline_is_refused(tree: Path, tmp_path: Path) -> None:

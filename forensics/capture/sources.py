@@ -78,7 +78,21 @@ class Relink:
     link_group: int
 
 
-Item = Entry | MetadataFile | Noted | Relink | CaptureError
+@dataclass(frozen=True, slots=True)
+class EncodedEntries:
+    """Entries of one layer, in walk order, already turned into stored rows by the caller's ``encode``.
+
+    A source that walks in worker processes hands rows over instead of
+    :class:`Entry` objects: building them where the work is done keeps the
+    collecting process free to write.
+    """
+
+    rows: list[tuple]  # type: ignore[type-arg]
+    root_of: str | None  # the layer whose root entry (``/``) is among the rows, if any
+    encoded: bytes | None = None  # the rows (all of one layer) in the snapshot's digest encoding
+
+
+Item = Entry | EncodedEntries | MetadataFile | Noted | Relink | CaptureError
 
 
 class Layout(Protocol):
@@ -107,8 +121,16 @@ class Source(Protocol):
     bytes_read: int
     capabilities: frozenset[str]  # Entry fields this source can provide (docs/schema.md)
 
-    def items(self, layouts: Sequence[Layout], progress: Progress | None = None) -> Iterator[Item]:
+    def items(
+        self,
+        layouts: Sequence[Layout],
+        progress: Progress | None = None,
+        encode: Callable[[Entry], tuple] | None = None,  # type: ignore[type-arg]
+    ) -> Iterator[Item]:
         """Every path the chosen layout does not skip, as records.
+
+        With *encode*, a source may yield :class:`EncodedEntries` (rows made
+        by *encode*) instead of :class:`Entry` items.
 
         The first layout that recognises the source is used (raises
         NotADataRootError when none does). Hardlinked regular files share a

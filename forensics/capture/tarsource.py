@@ -16,7 +16,7 @@ import lzma
 import re
 import tarfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import unquote
@@ -111,7 +111,13 @@ class TarSource:
         self.data_root = ""
         self.bytes_read = 0
 
-    def items(self, layouts: Sequence[Layout], progress: Progress | None = None) -> Iterator[Item]:
+    def items(
+        self,
+        layouts: Sequence[Layout],
+        progress: Progress | None = None,
+        encode: Callable[[Entry], tuple] | None = None,  # type: ignore[type-arg]
+    ) -> Iterator[Item]:
+        # Entry items as they are (a tar is read by one process): *encode* is not needed.
         reader = _Reader(self, layouts, progress)
         try:
             yield from reader.run()

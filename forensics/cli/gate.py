@@ -26,8 +26,13 @@ def verify(snapshot: str = typer.Argument(..., help="Snapshot file.")) -> None:
     typer.echo(f"stored digest     {result.stored}")
     typer.echo(f"recomputed digest {result.recomputed}")
     typer.echo(f"file blake3       {result.file_blake3}")
+    for layer in result.altered_layers:
+        typer.echo(f"altered entries   layer {layer}")
     if not result.ok:
-        raise fail(f"{snapshot} was changed since capture: the records digest differs.", ExitCode.FOUND)
+        what = "the records digest differs" if result.stored != result.recomputed else "entries rows differ"
+        if result.altered_layers:
+            what += f" (entries of {len(result.altered_layers)} layer(s) changed)"
+        raise fail(f"{snapshot} was changed since capture: {what}.", ExitCode.FOUND)
     typer.echo("verified: every record is as captured")
 
 

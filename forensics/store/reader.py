@@ -8,12 +8,16 @@ journal) is ever written next to them.
 
 from __future__ import annotations
 
+import itertools
 import json
+import marshal
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from operator import itemgetter
+from typing import Protocol
 from urllib.parse import quote
 
 from forensics.errors import SnapshotError
@@ -38,14 +42,83 @@ from forensics.store import schema
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
+class Hasher(Protocol):
+    """What the digests need of a hash object (BLAKE3; the store does not import it)."""
+
+    def update(self, data: bytes, /) -> object: ...
+
+    def hexdigest(self) -> str: ...
+
+
+ENTRY_DIGEST_COLUMNS = tuple(schema.ENTRIES.column_names[1:])
+"""The columns of an entries row that its layer's digest covers: all but the row id."""
+
+
+def encode_rows(rows: Sequence[tuple]) -> bytes:  # type: ignore[type-arg]
+    """The digest input of rows: each row's tuple as CPython ``marshal`` format version 2, concatenated.
+
+    Version 2 is exact and frozen: it tells NULL, integers (any size), floats,
+    text (UTF-8, a NUL inside included) and BLOBs apart, with lengths, and
+    unlike later versions it never encodes object identity (no references,
+    no interning). Unlike ``repr`` it does not depend on the Unicode database
+    of the Python that runs it. The writer feeds the rows it inserts, a
+    verifier the rows it reads back: the same values give the same bytes.
+    """
+    return marshal.dumps(list(rows), 2)[5:]  # without the list's own header: batching cannot matter
+
+
+class EntryDigests:
+    """Running per-layer digests over entries rows, fed in row id order (in any number of calls)."""
+
+    def __init__(self, new_hasher: Callable[[], Hasher]) -> None:
+        self._new_hasher = new_hasher
+        self._layers: dict[str, list] = {}  # type: ignore[type-arg]  # layer -> [hasher, rows]
+
+    def add(self, rows: Sequence[tuple]) -> None:  # type: ignore[type-arg]
+        for layer, group in itertools.groupby(rows, key=itemgetter(0)):
+            run = list(group)
+            self.add_encoded(layer, len(run), encode_rows(run))
+
+    def add_encoded(self, layer: str, count: int, encoded: bytes) -> None:
+        """*count* rows of one layer already encoded with :func:`encode_rows`."""
+        state = self._layers.get(layer)
+        if state is None:
+            state = self._layers[layer] = [self._new_hasher(), 0]
+        state[0].update(encoded)
+        state[1] += count
+
+    def results(self) -> dict[str, tuple[int, str]]:
+        """layer -> (rows, digest hex)."""
+        return {layer: (count, hasher.hexdigest()) for layer, (hasher, count) in self._layers.items()}
+
+
+def entry_digests(
+    conn: sqlite3.Connection, new_hasher: Callable[[], Hasher], layer_ids: Iterable[str] | None = None
+) -> dict[str, tuple[int, str]]:
+    """Each layer's (row count, digest) recomputed from its entries rows, in row id order."""
+    columns = ", ".join(f"[{c}]" for c in ENTRY_DIGEST_COLUMNS)
+    digests = EntryDigests(new_hasher)
+    if layer_ids is None:
+        cursors = [conn.execute(f"SELECT {columns} FROM entries ORDER BY layer_id, id")]
+    else:
+        cursors = [
+            conn.execute(f"SELECT {columns} FROM entries WHERE layer_id = ? ORDER BY id", (layer,))
+            for layer in sorted(set(layer_ids))
+        ]
+    for cursor in cursors:
+        while rows := cursor.fetchmany(5000):
+            digests.add(rows)
+    return digests.results()
+
+
 def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
     """Every record of every table, in a canonical order and an unambiguous encoding.
 
     First the SQL of every table, index and view (a redefined view is a changed
-    snapshot too), then each table's rows by its key, each row as Python's
-    ``repr`` of the tuple SQLite returns: it tells NULL, integers, text and
-    BLOBs apart and escapes every byte (a NUL inside a text value included).
-    The snapshot's own digest column is left out: it holds the result.
+    snapshot too), then each table's rows by its key (:func:`encode_rows`).
+    The entries rows are not repeated here: ``entry_digests`` holds one
+    digest per layer over them, and this stream covers that table. The
+    snapshot's own digest column is left out: it holds the result.
     """
     yield b"\x1esqlite_master\n"
     for (sql,) in conn.execute(
@@ -53,13 +126,31 @@ def canonical_records(conn: sqlite3.Connection) -> Iterator[bytes]:
     ):
         yield sql.encode("utf-8", "surrogatepass") + b"\n"
     for table in schema.TABLES:
+        if table is schema.ENTRIES:
+            continue
         columns = [c for c in table.column_names if not (table.name == "snapshot" and c == "digest")]
         yield f"\x1e{table.name}\n".encode()
         cursor = conn.execute(
             f"SELECT {', '.join(f'[{c}]' for c in columns)} FROM [{table.name}] ORDER BY {table.digest_order}"
         )
         while rows := cursor.fetchmany(5000):
-            yield "\n".join(map(repr, rows)).encode("utf-8", "surrogatepass") + b"\n"
+            yield encode_rows(rows)
+
+
+def records_digest(conn: sqlite3.Connection, new_hasher: Callable[[], Hasher]) -> str:
+    """The records digest over :func:`canonical_records`."""
+    hasher = new_hasher()
+    for chunk in canonical_records(conn):
+        hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+@dataclass(frozen=True)
+class RecordsCheck:
+    """A snapshot's records recomputed: the digest, and the layers whose entries rows changed."""
+
+    digest: str
+    altered_layers: tuple[str, ...]  # recomputed entries digest differs from entry_digests, or one is missing
 
 
 @dataclass(frozen=True)
@@ -160,9 +251,22 @@ class Snapshot:
         }
         return SnapshotInfo(self.path, self.provenance, counts)
 
-    def recompute_records(self) -> Iterator[bytes]:
+    def check_records(self, new_hasher: Callable[[], Hasher]) -> RecordsCheck:
+        """Every entries row against its layer's stored digest, and the records digest over the rest."""
         try:
-            yield from canonical_records(self.conn)
+            stored = {
+                layer: (count, digest)
+                for layer, count, digest in self.conn.execute(
+                    "SELECT layer_id, entries, digest FROM entry_digests"
+                )
+            }
+            recomputed = entry_digests(self.conn, new_hasher)
+            altered = sorted(
+                layer
+                for layer in stored.keys() | recomputed.keys()
+                if stored.get(layer) != recomputed.get(layer)
+            )
+            return RecordsCheck(records_digest(self.conn, new_hasher), tuple(altered))
         except sqlite3.DatabaseError as exc:
             raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
 

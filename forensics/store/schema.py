@@ -1,7 +1,8 @@
 """The snapshot schema, written once as data.
 
-``docs/schema.md`` is generated from this module (``cog``), the writer builds
-tables from it with sqlite-utils, and a golden test pins the resulting DDL.
+``docs/schema.md`` is generated from this module (``cog``), and so is the DDL
+the writer runs (:func:`create_statements`, :func:`index_statements`); a
+golden test pins that DDL.
 Any change bumps :data:`SCHEMA_VERSION` and gets a changelog entry.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 APPLICATION = "o2f-snapshot"
 
 
@@ -22,14 +23,20 @@ class Column:
 
 
 @dataclass(frozen=True)
+class Index:
+    columns: tuple[str, ...]
+    unique: bool = False
+    where: str | None = None  # a partial index: only the rows this holds for (e.g. "x IS NOT NULL")
+
+
+@dataclass(frozen=True)
 class Table:
     name: str
     description: str
     columns: tuple[Column, ...]
     pk: str | tuple[str, ...]
     foreign_keys: tuple[tuple[str, str, str], ...] = ()
-    indexes: tuple[tuple[str, ...], ...] = ()
-    unique_indexes: tuple[tuple[str, ...], ...] = ()
+    indexes: tuple[Index, ...] = ()  # built once the rows are in
     digest_order: str = ""  # ORDER BY used for the records digest
     label_column: str | None = None
 
@@ -112,7 +119,7 @@ LAYERS = Table(
         Column("problem", str, "why the chain could not be resolved, when it could not"),
     ),
     pk="id",
-    indexes=(("role",),),
+    indexes=(Index(("role",)),),
     digest_order="id",
     label_column="name",
 )
@@ -173,9 +180,34 @@ ENTRIES = Table(
     ),
     pk="id",
     foreign_keys=(("layer_id", "layers", "id"),),
-    indexes=(("kind",), ("blake3",), ("link_group",)),
-    unique_indexes=(("layer_id", "path"),),
-    digest_order="layer_id, path",
+    indexes=(
+        Index(("layer_id", "path"), unique=True),
+        Index(("blake3",), where="blake3 IS NOT NULL"),
+        Index(("link_group",), where="link_group IS NOT NULL"),
+    ),
+    digest_order="",  # covered by entry_digests, one digest per layer
+)
+
+ENTRY_DIGESTS = Table(
+    name="entry_digests",
+    description=(
+        "One BLAKE3-256 per layer over that layer's `entries` rows, computed as they were written. The "
+        "records digest covers this table instead of every entries row, and `o2f verify` names the layers "
+        "whose rows changed (docs/evidence.md#the-records-digest)."
+    ),
+    columns=(
+        Column("layer_id", str, "layer", True),
+        Column("entries", int, "number of entries rows of the layer", True),
+        Column(
+            "digest",
+            str,
+            "BLAKE3-256 hex over the layer's rows in `id` order, each the Python `repr` of the tuple of its "
+            "columns after `id`, followed by a newline",
+            True,
+        ),
+    ),
+    pk="layer_id",
+    digest_order="layer_id",
 )
 
 IMAGE_LAYERS = Table(
@@ -239,7 +271,7 @@ CONTAINERS = Table(
     ),
     pk="id",
     foreign_keys=(("upper_layer", "layers", "id"), ("init_layer", "layers", "id")),
-    indexes=(("state",),),
+    indexes=(Index(("state",)),),
     digest_order="id",
     label_column="name",
 )
@@ -264,7 +296,7 @@ MOUNTS = Table(
         Column("line", str, "the original line, verbatim", True),
     ),
     pk="id",
-    indexes=(("fs_type",),),
+    indexes=(Index(("fs_type",)),),
     digest_order="id",
 )
 
@@ -302,7 +334,7 @@ LAYER_CHECKS = Table(
     ),
     pk="layer_id",
     foreign_keys=(("layer_id", "layers", "id"),),
-    indexes=(("verdict",),),
+    indexes=(Index(("verdict",)),),
     digest_order="layer_id",
 )
 
@@ -323,7 +355,7 @@ LAYER_FINDINGS = Table(
     ),
     pk="id",
     foreign_keys=(("layer_id", "layers", "id"),),
-    indexes=(("layer_id",), ("kind",)),
+    indexes=(Index(("layer_id",)), Index(("kind",))),
     digest_order="id",
 )
 
@@ -339,7 +371,7 @@ ERRORS = Table(
         Column("message", str, "what went wrong", True),
     ),
     pk="id",
-    indexes=(("operation",),),
+    indexes=(Index(("operation",)),),
     digest_order="id",
 )
 
@@ -349,6 +381,7 @@ TABLES: tuple[Table, ...] = (
     LAYERS,
     LINKS,
     ENTRIES,
+    ENTRY_DIGESTS,
     IMAGE_LAYERS,
     IMAGES,
     CONTAINERS,
@@ -421,6 +454,42 @@ def _type_name(column: Column) -> str:
     return {int: "INTEGER", str: "TEXT", bytes: "BLOB", float: "FLOAT"}[column.type]
 
 
+def create_statements() -> list[str]:
+    """The DDL of a new, empty snapshot: every table, then every view (indexes come with the rows)."""
+    statements = []
+    for t in TABLES:
+        pk = (t.pk,) if isinstance(t.pk, str) else t.pk
+        references = {column: (ref, refcol) for column, ref, refcol in t.foreign_keys}
+        lines = []
+        for c in t.columns:
+            line = f'   "{c.name}" {_type_name(c)}'
+            if len(pk) == 1 and c.name == pk[0]:
+                line += " PRIMARY KEY"
+            if c.not_null:
+                line += " NOT NULL"
+            if c.name in references:
+                line += ' REFERENCES "{}"("{}")'.format(*references[c.name])
+            lines.append(line)
+        if len(pk) > 1:
+            lines.append("   PRIMARY KEY (" + ", ".join(f'"{c}"' for c in pk) + ")")
+        statements.append(f'CREATE TABLE "{t.name}" (\n' + ",\n".join(lines) + "\n)")
+    statements += [f'CREATE VIEW "{v.name}" AS {v.sql}' for v in VIEWS]
+    return statements
+
+
+def index_statements() -> list[str]:
+    """The DDL of every index, run once the rows are written (one sorted build is cheaper than upkeep)."""
+    statements = []
+    for t in TABLES:
+        for index in t.indexes:
+            name = "idx_" + t.name + "_" + "_".join(index.columns)
+            columns = ", ".join(f'"{c}"' for c in index.columns)
+            unique = "UNIQUE " if index.unique else ""
+            where = f" WHERE {index.where}" if index.where else ""
+            statements.append(f'CREATE {unique}INDEX "{name}"\n    ON "{t.name}" ({columns}){where}')
+    return statements
+
+
 def markdown() -> str:
     """The table and view reference in docs/schema.md (generated with cog from this module)."""
     lines = [
@@ -432,8 +501,10 @@ def markdown() -> str:
         pk = t.pk if isinstance(t.pk, str) else ", ".join(t.pk)
         extra = [f"primary key `{pk}`"]
         extra += [f"`{col}` → `{ref}.{refcol}`" for col, ref, refcol in t.foreign_keys]
-        extra += ["index (" + ", ".join(f"`{c}`" for c in cols) + ")" for cols in t.indexes]
-        extra += ["unique (" + ", ".join(f"`{c}`" for c in cols) + ")" for cols in t.unique_indexes]
+        for index in t.indexes:
+            kind = "unique" if index.unique else "index"
+            where = f" where `{index.where}`" if index.where else ""
+            extra.append(f"{kind} (" + ", ".join(f"`{c}`" for c in index.columns) + ")" + where)
         lines += ["; ".join(extra) + ".", "", "| column | type | description |", "| --- | --- | --- |"]
         for c in t.columns:
             null = " NOT NULL" if c.not_null else ""

@@ -12,8 +12,6 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 
-import sqlite_utils
-
 from forensics.errors import SnapshotError, SnapshotExistsError
 from forensics.model import (
     CaptureError,
@@ -32,12 +30,29 @@ from forensics.model import (
 )
 from forensics.model import path_to_text as _t
 from forensics.store import schema
-from forensics.store.reader import canonical_records, layer_entries
+from forensics.store.reader import (
+    ENTRY_DIGEST_COLUMNS,
+    EntryDigests,
+    Hasher,
+    entry_digests,
+    layer_entries,
+    records_digest,
+)
 
 EntryFlags = Callable[[Entry], tuple[int, int, str | None]]
 """(whiteout, opaque, overlay-private xattr names as JSON) for an entry."""
 
 _BATCH = 5000
+
+# Python's sqlite3 binds None by looking for an adapter, missing, then trying __adapt__ and
+# __conform__: about 0.3 us per value, as much as the rest of an entries row with its usual
+# eight NULLs. A registered adapter is found at once; it returns the None, bound as NULL.
+sqlite3.register_adapter(type(None), lambda value: value)
+
+_INSERT_ENTRY = "INSERT INTO entries ({}) VALUES ({})".format(
+    ", ".join(ENTRY_DIGEST_COLUMNS), ", ".join("?" * len(ENTRY_DIGEST_COLUMNS))
+)
+_REUSED = ENTRY_DIGEST_COLUMNS.index("hash_reused")
 
 
 def _json(value: object) -> str:
@@ -65,10 +80,60 @@ def _xattrs_json(entry: Entry) -> str | None:
     return json.dumps({xattr_name_to_text(name): value.hex() for name, value in entry.xattrs}, sort_keys=True)
 
 
+def entry_encoder(flags: EntryFlags) -> Callable[[Entry], tuple]:  # type: ignore[type-arg]
+    """The function that turns an Entry into its entries row (the columns after ``id``).
+
+    The hot path of a capture, one call per entry; a directory source calls it
+    in its worker processes, so it must need nothing but its arguments.
+    """
+    layer_texts: dict[str, str] = {}
+
+    def encode(entry: Entry) -> tuple:  # type: ignore[type-arg]
+        layer = layer_texts.get(entry.layer_id)
+        if layer is None:
+            layer = layer_texts[entry.layer_id] = clean_text(entry.layer_id)
+        whiteout, opaque, private = flags(entry)
+        target = entry.target
+        return (
+            layer,
+            _t(entry.path),
+            entry.kind._value_,  # the plain str: a str subclass (the enum) takes sqlite3's slow path
+            entry.mode,
+            entry.uid,
+            entry.gid,
+            entry.size,
+            entry.atime_ns,
+            entry.mtime_ns,
+            entry.ctime_ns,
+            entry.inode,
+            entry.dev,
+            entry.nlink,
+            entry.rdev_major,
+            entry.rdev_minor,
+            None if target is None else _t(target),
+            _xattrs_json(entry) if entry.xattrs else None,
+            entry.blake3,
+            1 if entry.hash_reused else 0,
+            entry.link_group,
+            whiteout,
+            opaque,
+            private,
+        )
+
+    return encode
+
+
 class SnapshotWriter:
     """Creates one snapshot file and fills it."""
 
-    def __init__(self, path: str, *, force: bool = False, flags: EntryFlags) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        force: bool = False,
+        encode: Callable[[Entry], tuple],  # type: ignore[type-arg]
+        new_hasher: Callable[[], Hasher],
+    ) -> None:
         self.path = path
         if os.path.lexists(path):
             if not force:
@@ -84,8 +149,10 @@ class SnapshotWriter:
         self.conn.execute("PRAGMA synchronous = OFF")
         self.conn.execute(f"PRAGMA application_id = {0x6F326673}")  # 'o2fs'
         self.conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
-        self.db = sqlite_utils.Database(self.conn)
-        self.flags = flags
+        self.encode = encode  # entry_encoder(...)
+        self.new_hasher = new_hasher
+        self._digests = EntryDigests(new_hasher)
+        self._dirty_layers: set[str] = set()  # rows changed after their digest was taken (relinks)
         self._entries: list[tuple[object, ...]] = []
         self._errors: list[tuple[object, ...]] = []
         self._relinks: list[tuple[int, str, str]] = []
@@ -100,20 +167,18 @@ class SnapshotWriter:
             text = self._layer_texts[layer_id] = clean_text(layer_id)
         return text
 
-    def _insert(self, table: str, records: Iterable[dict[str, object]], batch_size: int = 500) -> None:
-        """Rows through sqlite-utils, every text value made storable (clean_text)."""
-        self.db[table].insert_all((_row(r) for r in records), batch_size=batch_size)
+    def _insert(self, table: str, records: Iterable[dict[str, object]]) -> None:
+        """Rows given as column -> value, every text value made storable (clean_text)."""
+        columns = schema.table(table).column_names
+        names = ", ".join(f"[{c}]" for c in columns)
+        self.conn.executemany(
+            f"INSERT INTO [{table}] ({names}) VALUES ({', '.join('?' * len(columns))})",
+            (tuple(_row(r).get(c) for c in columns) for r in records),
+        )
 
     def _create(self) -> None:
-        for table in schema.TABLES:
-            self.db[table.name].create(
-                {c.name: c.type for c in table.columns},
-                pk=table.pk,
-                not_null={c.name for c in table.columns if c.not_null},
-                foreign_keys=list(table.foreign_keys) or None,
-            )
-        for view in schema.VIEWS:
-            self.db.create_view(view.name, view.sql)
+        for statement in schema.create_statements():
+            self.conn.execute(statement)
         self._insert(
             "_o2f_meta",
             [
@@ -131,70 +196,32 @@ class SnapshotWriter:
         self.conn.execute("BEGIN")
 
     def add_entry(self, entry: Entry) -> None:
-        # The hot path of a capture: one call per entry. Columns that are NULL for most
-        # entries get a stand-in of another storage class instead of None (see _flush_entries).
-        whiteout, opaque, private = self.flags(entry)
-        layer = self._layer_texts.get(entry.layer_id)
-        if layer is None:
-            layer = self._layer_text(entry.layer_id)
-        target = entry.target
-        major = entry.rdev_major
-        minor = entry.rdev_minor
-        digest = entry.blake3
-        group = entry.link_group
-        dev = entry.dev
-        if entry.hash_reused:
-            reused = 1
-            self.hashes_reused += 1
+        row = self.encode(entry)
+        self._digests.add((row,))  # hashed in the order rows are inserted: row id order
+        self._entries.append(row)
+        if len(self._entries) >= _BATCH:
+            self._flush_entries()
+
+    def add_rows(self, rows: list[tuple], encoded: bytes | None = None) -> None:  # type: ignore[type-arg]
+        """Entries rows made by :attr:`encode`, in walk order.
+
+        *encoded*: the same rows of one layer already in the digest encoding
+        (``reader.encode_rows``), as a worker process sent them.
+        """
+        if encoded is None:
+            self._digests.add(rows)
         else:
-            reused = 0
-        entries = self._entries
-        entries.append(
-            (
-                layer,
-                _t(entry.path),
-                entry.kind._value_,  # the plain str: a str subclass (the enum) takes sqlite3's slow path
-                entry.mode,
-                entry.uid,
-                entry.gid,
-                entry.size,
-                entry.atime_ns,
-                entry.mtime_ns,
-                entry.ctime_ns,
-                entry.inode,
-                "" if dev is None else dev,
-                entry.nlink,
-                "" if major is None else major,
-                "" if minor is None else minor,
-                0 if target is None else _t(target),
-                _xattrs_json(entry) if entry.xattrs else 0,
-                0 if digest is None else digest,
-                reused,
-                "" if group is None else group,
-                whiteout,
-                opaque,
-                0 if private is None else private,
-            )
-        )
-        if len(entries) >= _BATCH:
+            self._digests.add_encoded(rows[0][0], len(rows), encoded)
+        self._entries.extend(rows)
+        if len(self._entries) >= _BATCH:
             self._flush_entries()
 
     def _flush_entries(self) -> None:
-        # Binding None costs Python's sqlite3 an adapter lookup and a failed __conform__ per
-        # value (about 0.3 us each, as much as the rest of the row). add_entry therefore binds
-        # NULL as a value of the other storage class and NULLIF turns it back: the integer 0
-        # in a text column, the text '' in an integer column. No real value can equal its
-        # stand-in, because SQLite never treats an integer and a text as equal here.
-        if self._entries:
-            self.conn.executemany(
-                "INSERT INTO entries (layer_id, path, kind, mode, uid, gid, size, atime_ns, mtime_ns,"
-                " ctime_ns, inode, dev, nlink, rdev_major, rdev_minor, target, xattrs, blake3, hash_reused,"
-                " link_group, whiteout, opaque, overlay_private) VALUES (?,?,?,?,?,?,?,?,?,?,?,"
-                "NULLIF(?,''),?,NULLIF(?,''),NULLIF(?,''),NULLIF(?,0),NULLIF(?,0),NULLIF(?,0),?,NULLIF(?,''),"
-                "?,?,NULLIF(?,0))",
-                self._entries,
-            )
-            self._entries.clear()
+        rows = self._entries
+        if rows:
+            self.hashes_reused += sum(row[_REUSED] for row in rows)
+            self.conn.executemany(_INSERT_ENTRY, rows)
+            self._entries = []
 
     def add_error(self, error: CaptureError) -> None:
         self._errors.append(
@@ -210,7 +237,9 @@ class SnapshotWriter:
         self._next_error += 1
 
     def relink(self, layer_id: str, path: bytes, link_group: int) -> None:
-        self._relinks.append((link_group, layer_id, _t(path)))
+        layer = self._layer_text(layer_id)
+        self._relinks.append((link_group, layer, _t(path)))
+        self._dirty_layers.add(layer)
 
     def add_metadata_files(self, files: Iterable[MetadataFile]) -> None:
         self.conn.executemany(
@@ -240,12 +269,10 @@ class SnapshotWriter:
                 }
                 for layer in layers
             ),
-            batch_size=1000,
         )
         self._insert(
             "links",
             ({"name": name, "target": _t(target), "layer_id": layer} for name, target, layer in links),
-            batch_size=1000,
         )
 
     def add_image_layers(self, records: Iterable[ImageLayer]) -> None:
@@ -263,7 +290,6 @@ class SnapshotWriter:
                 }
                 for r in records
             ),
-            batch_size=200,
         )
 
     def add_images(self, images: Iterable[Image]) -> None:
@@ -283,7 +309,6 @@ class SnapshotWriter:
                 }
                 for image in images
             ),
-            batch_size=200,
         )
 
     def add_containers(self, containers: Iterable[Container]) -> None:
@@ -312,7 +337,6 @@ class SnapshotWriter:
                 }
                 for c in containers
             ),
-            batch_size=200,
         )
 
     def add_mounts(self, mounts: Iterable[Mount]) -> None:
@@ -337,7 +361,6 @@ class SnapshotWriter:
                 }
                 for index, m in enumerate(mounts, 1)
             ),
-            batch_size=500,
         )
 
     def layer_entries(self, layer_ids: list[str]) -> Iterator[tuple[str, list[Entry]]]:
@@ -361,7 +384,6 @@ class SnapshotWriter:
                 }
                 for c in checks
             ),
-            batch_size=500,
         )
 
     def add_layer_findings(self, findings: Iterable[LayerFinding]) -> None:
@@ -378,7 +400,6 @@ class SnapshotWriter:
                 }
                 for number, f in enumerate(findings, 1)
             ),
-            batch_size=1000,
         )
 
     def flush(self) -> None:
@@ -396,18 +417,22 @@ class SnapshotWriter:
             )
             self._relinks.clear()
 
-    def finish(self, provenance: Provenance, digest_of: Callable[[Iterator[bytes]], str]) -> str:
-        """Indexes, counts, provenance, then the digest over everything: the snapshot is whole."""
+    def finish(self, provenance: Provenance) -> str:
+        """Entry digests, indexes, counts, provenance, then the records digest: the snapshot is whole."""
         self.flush()
-        for table in schema.TABLES:
-            for columns in table.indexes:
-                self.db[table.name].create_index(list(columns), if_not_exists=True)
-            for columns in table.unique_indexes:
-                self.db[table.name].create_index(list(columns), unique=True, if_not_exists=True)
+        digests = self._digests.results()
+        if self._dirty_layers:  # rows updated after they were hashed: hash those layers again
+            digests.update(entry_digests(self.conn, self.new_hasher, self._dirty_layers))
+        self.conn.executemany(
+            "INSERT INTO entry_digests (layer_id, entries, digest) VALUES (?,?,?)",
+            sorted((layer, count, digest) for layer, (count, digest) in digests.items()),
+        )
+        for statement in schema.index_statements():
+            self.conn.execute(statement)
         provenance.counts = self.counts()
         self._write_provenance(provenance)
         # complete = 1 and the digest are committed together: no whole-looking snapshot without one.
-        digest = digest_of(canonical_records(self.conn))
+        digest = records_digest(self.conn, self.new_hasher)
         provenance.digest = digest
         self.conn.execute("UPDATE snapshot SET digest = ? WHERE id = 1", (digest,))
         self.conn.execute("COMMIT")

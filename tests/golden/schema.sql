@@ -55,6 +55,11 @@ CREATE TABLE "entries" (
    "opaque" INTEGER NOT NULL,
    "overlay_private" TEXT
 );
+CREATE TABLE "entry_digests" (
+   "layer_id" TEXT PRIMARY KEY NOT NULL,
+   "entries" INTEGER NOT NULL,
+   "digest" TEXT NOT NULL
+);
 CREATE TABLE "errors" (
    "id" INTEGER PRIMARY KEY NOT NULL,
    "path" TEXT NOT NULL,
@@ -66,13 +71,11 @@ CREATE TABLE "errors" (
 CREATE INDEX "idx_containers_state"
     ON "containers" ("state");
 CREATE INDEX "idx_entries_blake3"
-    ON "entries" ("blake3");
-CREATE INDEX "idx_entries_kind"
-    ON "entries" ("kind");
+    ON "entries" ("blake3") WHERE blake3 IS NOT NULL;
 CREATE UNIQUE INDEX "idx_entries_layer_id_path"
     ON "entries" ("layer_id", "path");
 CREATE INDEX "idx_entries_link_group"
-    ON "entries" ("link_group");
+    ON "entries" ("link_group") WHERE link_group IS NOT NULL;
 CREATE INDEX "idx_errors_operation"
     ON "errors" ("operation");
 CREATE INDEX "idx_layer_checks_verdict"
