@@ -7,12 +7,13 @@ storage layout and the writer; nothing here parses or prints.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import json
 import os
 import platform
 import socket
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -229,49 +230,62 @@ def _collect(
     provenance.layout = source.layout.name if source.layout else ""
     provenance.data_root = source.data_root
     gathered = Gathered()
-    try:
-        writer.begin(provenance)
-        stream = items if first is None else itertools.chain((first,), items)
-        for item in stream:
-            if type(item) is EncodedEntries:
-                writer.add_rows(item.rows, item.encoded)
-                if item.root_of is not None:
-                    gathered.layer_roots.add(item.root_of)
-            elif isinstance(item, Entry):
-                writer.add_entry(item)
-                if item.path == b"/":
-                    gathered.layer_roots.add(item.layer_id)
-            elif isinstance(item, MetadataFile):
-                gathered.add_file(item)
-            elif isinstance(item, Noted):
-                gathered.add_noted(item)
-            elif isinstance(item, Relink):
-                writer.relink(item.layer_id, item.path, item.link_group)
-            elif isinstance(item, CaptureError):
-                writer.add_error(item)
-        discovered = _write_discovered(writer, engines, source, gathered, mounts)
-        if verify_layers:
-            _verify_layers(writer, source, discovered)
-        provenance.finished_utc = _utc_now()
-        provenance.complete = True
-        provenance.bytes_read = source.bytes_read
-        provenance.hashes_reused = writer.hashes_reused
-        digest = writer.finish(provenance)
-    except BaseException as exc:
-        provenance.finished_utc = None
-        provenance.bytes_read = source.bytes_read
-        provenance.hashes_reused = writer.hashes_reused
-        if source.layout is not None and not isinstance(exc, KeyboardInterrupt):
-            # What was read before the failure stays analysable (marked incomplete).
-            with contextlib.suppress(Exception):
-                _write_discovered(writer, engines, source, gathered, mounts)
-        writer.abort(provenance)
-        writer.close()
-        if isinstance(exc, O2fError):
-            raise type(exc)(f"{exc} The partial snapshot {output} is marked incomplete.") from None
-        raise
+    # Rows are short-lived tuples without cycles: cyclic collection during the walk is pure cost.
+    with _without_cyclic_gc():
+        try:
+            writer.begin(provenance)
+            stream = items if first is None else itertools.chain((first,), items)
+            for item in stream:
+                if type(item) is EncodedEntries:
+                    writer.add_rows(item.rows, item.encoded)
+                    if item.root_of is not None:
+                        gathered.layer_roots.add(item.root_of)
+                elif isinstance(item, Entry):
+                    writer.add_entry(item)
+                    if item.path == b"/":
+                        gathered.layer_roots.add(item.layer_id)
+                elif isinstance(item, MetadataFile):
+                    gathered.add_file(item)
+                elif isinstance(item, Noted):
+                    gathered.add_noted(item)
+                elif isinstance(item, Relink):
+                    writer.relink(item.layer_id, item.path, item.link_group)
+                elif isinstance(item, CaptureError):
+                    writer.add_error(item)
+            discovered = _write_discovered(writer, engines, source, gathered, mounts)
+            if verify_layers:
+                _verify_layers(writer, source, discovered)
+            provenance.finished_utc = _utc_now()
+            provenance.complete = True
+            provenance.bytes_read = source.bytes_read
+            provenance.hashes_reused = writer.hashes_reused
+            digest = writer.finish(provenance)
+        except BaseException as exc:
+            provenance.finished_utc = None
+            provenance.bytes_read = source.bytes_read
+            provenance.hashes_reused = writer.hashes_reused
+            if source.layout is not None and not isinstance(exc, KeyboardInterrupt):
+                # What was read before the failure stays analysable (marked incomplete).
+                with contextlib.suppress(Exception):
+                    _write_discovered(writer, engines, source, gathered, mounts)
+            writer.abort(provenance)
+            writer.close()
+            if isinstance(exc, O2fError):
+                raise type(exc)(f"{exc} The partial snapshot {output} is marked incomplete.") from None
+            raise
     writer.close()
     return CollectResult(output, digest, hash_file_path(output), provenance, tuple(discovered.warnings))
+
+
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _write_discovered(
