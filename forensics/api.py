@@ -176,6 +176,7 @@ def _open_baseline(path: str, source: Source, output: str) -> Snapshot:
     baseline = open_snapshot(path)
     try:
         baseline.check_reusable()
+        # Checked whole before anything is written (and each layer again as its hashes are taken).
         check = baseline.check_records(new_hasher)
         if check.digest != baseline.provenance["digest"] or check.altered_layers:
             raise SnapshotError(
@@ -206,7 +207,7 @@ def _collect(
     options: dict[str, object] = {"mounts": mounts_origin, "force": force, "verify_layers": verify_layers}
     if baseline is not None:
         options["reuse"] = {"baseline": baseline.path, "digest": baseline.provenance["digest"]}
-        source.reuse = baseline.reuse_files  # type: ignore[attr-defined]
+        source.reuse = baseline.reuse_lookup(new_hasher)  # type: ignore[attr-defined]
     provenance = Provenance(
         tool_version=__version__,
         started_utc=_utc_now(),

@@ -131,7 +131,7 @@ def test_reusing_every_hash_of_an_unchanged_tree_gives_the_entries_of_a_full_col
         assert api.info(result.path).provenance["hashes_reused"] == len(files)
     assert full[1].provenance.hashes_reused == 0 and "reuse" not in full[1].provenance.options
     assert full[1].provenance.bytes_read > 3 << 20
-    # The hardlinked pair: one group, both names reused; xattrs read again, not copied.
+    # The hardlinked pair: one group, both names reused; xattrs unchanged (the ctime guards them too).
     rows = _rows(reused[2].path)
     layer = next(layer for layer, path in rows if path == "/usr/share/hl/one")
     one, two = rows[(layer, "/usr/share/hl/one")], rows[(layer, "/usr/share/hl/two")]
@@ -151,6 +151,21 @@ def test_the_reader_gives_back_dev_and_hash_reused(tree: Path, tmp_path: Path) -
     assert files and all(e.hash_reused for e in files)
     assert not any(e.hash_reused for e in entries if e.blake3 is None)
     assert {e.dev for e in entries} == {os.lstat(tree).st_dev}
+
+
+def test_a_changed_xattr_is_read_again_not_taken_from_the_baseline(tree: Path, tmp_path: Path) -> None:
+    """setxattr sets the ctime: the reuse key no longer matches, so the file is opened and read."""
+    baseline = api.collect(str(tree), str(tmp_path / "baseline.o2f"))
+    layer = _base_layer(baseline.path)
+    tagged = tree / "overlay2" / layer / "diff" / "usr" / "share" / "tagged"
+    os.setxattr(tagged, "user.origin", b"changed")
+    for threads in (1, 2):
+        output = str(tmp_path / f"reused-{threads}.o2f")
+        result = api.collect(str(tree), output, reuse=baseline.path, threads=threads)
+        row = _rows(result.path)[(layer, "/usr/share/tagged")]
+        assert json.loads(row["xattrs"]) == {"user.origin": b"changed".hex()}, threads
+        assert row["hash_reused"] == 0 and row["blake3"] == blake3(b"tagged\n").hexdigest(), threads
+        assert result.provenance.bytes_read == len(b"tagged\n"), threads
 
 
 # --- changed files are read again --------------------------------------------------------------

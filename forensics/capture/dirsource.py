@@ -64,8 +64,8 @@ from forensics.capture.sources import (
     ReuseLookup,
     Visit,
 )
-from forensics.errors import NotADataRootError, SourceError
-from forensics.model import KIND_BY_IFMT, CaptureError, Entry, Kind, MetadataFile
+from forensics.errors import NotADataRootError, O2fError, SourceError
+from forensics.model import KIND_BY_IFMT, CaptureError, Entry, Kind, MetadataFile, Xattrs
 
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 _PROC_FD = os.path.isdir(b"/proc/self/fd")
@@ -312,7 +312,9 @@ class _LayerWalker:
     def walk(self, index: int, unit: _Unit) -> Iterator[_Message]:
         """The unit's rows in batches, in walk order; the last one says the unit is finished."""
         layer_id = unit.layer_id
-        known: Mapping[bytes, tuple[ReuseKey, str]] = self.reuse(layer_id) if self.reuse is not None else {}
+        known: Mapping[bytes, tuple[ReuseKey, str, Xattrs]] = {}
+        if self.reuse is not None:
+            known = self.reuse(layer_id)
         records: list = []  # type: ignore[type-arg]
         errors: list[CaptureError] = []
         encode = self.encode
@@ -393,11 +395,26 @@ class _LayerWalker:
         name: bytes,
         inner: bytes,
         layer_id: str,
-        known: Mapping[bytes, tuple[ReuseKey, str]],
+        known: Mapping[bytes, tuple[ReuseKey, str, Xattrs]],
         unit: _Unit,
         errors: list[CaptureError],
     ) -> Entry | None:
-        """A name listed as a regular file: opened, fstat-ed, hashed (or its baseline hash taken)."""
+        """A name listed as a regular file: opened, fstat-ed, hashed; or its baseline's hash taken.
+
+        With a baseline (``--reuse``), the file is first ``lstat``-ed: if its reuse key is unchanged,
+        it is not opened at all and its hash and xattrs are the baseline's. The ctime in the key is
+        the guard for both: a write, a ``setxattr`` or ``removexattr`` each set it to the current
+        time, and no system call sets it back.
+        """
+        baseline = known.get(inner) if known else None
+        if baseline is not None:
+            try:
+                st = os.lstat(name, dir_fd=dir_fd)
+            except OSError as exc:
+                errors.append(CaptureError(_rel(unit, inner), "lstat", _vanished(exc), exc.errno, layer_id))
+                return None
+            if st.st_mode & _S_IFMT == _S_IFREG and reuse_key(st) == baseline[0]:
+                return _entry(layer_id, inner, st, Kind.FILE, baseline[2], None, baseline[1], True)
         try:
             fd = os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
         except PermissionError:
@@ -414,9 +431,6 @@ class _LayerWalker:
                 fd = -1
                 return self._other(dir_fd, name, inner, layer_id, unit, errors)
             xattrs = self._xattrs_of_fd(fd, unit, inner, errors)
-            baseline = known.get(inner) if known else None
-            if baseline is not None and reuse_key(st) == baseline[0]:
-                return _entry(layer_id, inner, st, Kind.FILE, xattrs, None, baseline[1], True)
             link = None
             if st.st_nlink > 1:
                 link = (st.st_dev, st.st_ino)
@@ -727,7 +741,9 @@ class _Workers:
                 break
             message = pickle.loads(memoryview(buffer)[start + 8 : end])
             start = end
-            if isinstance(message, str):  # the worker failed: its traceback
+            if isinstance(message, O2fError):
+                raise message
+            if isinstance(message, str):  # the worker failed unexpectedly: its traceback
                 raise SourceError(f"a collecting process failed:\n{message}")
             index, finished_unit = message[0], message[5]
             if finished_unit:
@@ -744,11 +760,13 @@ class _Workers:
         _, status = os.waitpid(pid, 0)
         self.pids.remove(pid)
         if buffer or status != 0 or self.open_units[pid]:
+            code = os.waitstatus_to_exitcode(status)
+            how = f"exit code {code}" if code >= 0 else f"signal {-code}"
             lost = sorted(
                 self.units[index].rel.decode(_FS_ENCODING, _FS_ERRORS) for index in self.open_units[pid]
             )
             where = f" while reading {', '.join(lost)}" if lost else ""
-            raise SourceError(f"a collecting process ended unexpectedly (status {status}){where}.")
+            raise SourceError(f"a collecting process ended unexpectedly ({how}){where}.")
         return iter(())
 
     def _end(self, *, kill: bool) -> None:
@@ -778,6 +796,7 @@ def _serve(collection: _Collection, units: list[_Unit], root_fd: int, queue_r: i
             if len(index_bytes) < 4:
                 return
             index = int.from_bytes(index_bytes, "little")
+            _send(result_w, (index, [], [], None, 0, False))  # started: if this process dies, it is named
             for message in walker.walk(index, units[index]):
                 rows = message[1]
                 if rows and collection.encode is not None:
@@ -785,6 +804,9 @@ def _serve(collection: _Collection, units: list[_Unit], root_fd: int, queue_r: i
                     # collecting process hashes the bytes it receives instead of encoding them again.
                     message = (message[0], marshal.dumps(rows, 2), *message[2:])
                 _send(result_w, message)
+    except O2fError as exc:  # a clear error of ours (a baseline that fails its check): raised as is
+        _send(result_w, exc)
+        raise
     except Exception:
         _send(result_w, traceback.format_exc())
         raise

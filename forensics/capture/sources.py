@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from forensics.errors import SourceError
-from forensics.model import CaptureError, Entry, Kind, MetadataFile
+from forensics.model import CaptureError, Entry, Kind, MetadataFile, Xattrs
 
 
 class Action(enum.Enum):
@@ -52,9 +52,10 @@ Progress = Callable[[int, int], None]
 """Called now and then with (entries so far, bytes hashed so far)."""
 
 ReuseKey = tuple[int, int, int, int, int]
-ReuseLookup = Callable[[str], Mapping[bytes, tuple[ReuseKey, str]]]
+ReuseLookup = Callable[[str], Mapping[bytes, tuple[ReuseKey, str, Xattrs]]]
 """For a layer id, the regular files a baseline snapshot recorded in it, for ``collect --reuse``:
-path inside the layer -> (reuse key, blake3). See :func:`forensics.capture.hash.reuse_key`."""
+path inside the layer -> (reuse key, blake3, xattrs). See :func:`forensics.capture.hash.reuse_key`.
+Callable in forked worker processes."""
 
 # The largest metadata file kept verbatim; a bigger one is an error row.
 READ_LIMIT = 64 << 20

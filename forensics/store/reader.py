@@ -34,6 +34,7 @@ from forensics.model import (
     LayerRole,
     LayerVerdict,
     Mount,
+    Xattrs,
     path_from_text,
     xattr_name_from_text,
 )
@@ -99,7 +100,8 @@ def entry_digests(
     columns = ", ".join(f"[{c}]" for c in ENTRY_DIGEST_COLUMNS)
     digests = EntryDigests(new_hasher)
     if layer_ids is None:
-        cursors = [conn.execute(f"SELECT {columns} FROM entries ORDER BY layer_id, id")]
+        # In row id order, which is each layer's order too: a scan, with no sort.
+        cursors = [conn.execute(f"SELECT {columns} FROM entries ORDER BY id")]
     else:
         cursors = [
             conn.execute(f"SELECT {columns} FROM entries WHERE layer_id = ? ORDER BY id", (layer,))
@@ -153,6 +155,73 @@ class RecordsCheck:
     altered_layers: tuple[str, ...]  # recomputed entries digest differs from entry_digests, or one is missing
 
 
+class ReuseFiles:
+    """A baseline's hashed regular files, one layer per call, for ``collect --reuse``.
+
+    Each layer's rows are checked against the baseline's ``entry_digests``
+    before any of its hashes is handed out (the caller checks the records
+    digest, which covers that table). Callable from the collector's worker
+    processes: each process opens its own read-only connection on first use
+    (an SQLite connection must not cross a fork).
+    """
+
+    def __init__(self, path: str, new_hasher: Callable[[], Hasher]) -> None:
+        self.path = path
+        self.new_hasher = new_hasher
+        self._conn: sqlite3.Connection | None = None
+        self._pid = 0
+
+    def __call__(self, layer_id: str) -> dict[bytes, tuple[tuple[int, int, int, int, int], str, Xattrs]]:
+        """path -> ((dev, inode, size, mtime_ns, ctime_ns), blake3, xattrs) for the layer's hashed files.
+
+        The key is ``forensics.capture.hash.reuse_key``'s, in its order. A file
+        without a hash or a device number (it could not be read) is left out.
+        """
+        if self._conn is None or self._pid != os.getpid():
+            self._conn = sqlite3.connect(_read_only_uri(self.path), uri=True)
+            self._pid = os.getpid()
+        columns = ", ".join(f"[{c}]" for c in ENTRY_DIGEST_COLUMNS)
+        try:
+            rows = self._conn.execute(
+                f"SELECT {columns} FROM entries WHERE layer_id = ? ORDER BY id", (layer_id,)
+            ).fetchall()
+            stored = self._conn.execute(
+                "SELECT entries, digest FROM entry_digests WHERE layer_id = ?", (layer_id,)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
+        hasher = self.new_hasher()
+        hasher.update(encode_rows(rows))
+        if (stored is None and rows) or (
+            stored is not None and tuple(stored) != (len(rows), hasher.hexdigest())
+        ):
+            raise SnapshotError(
+                f"the baseline {self.path} fails its records digest check (the entries of layer {layer_id} "
+                "were changed, added or removed since capture), so its hashes cannot be reused."
+            )
+        out = {}
+        for row in rows:
+            path, kind, dev, inode, size, mtime, ctime, digest = (row[i] for i in _REUSE_FIELDS)
+            if kind != "file" or None in (digest, dev, inode, size, mtime, ctime):
+                continue
+            raw = path_from_text(path) if "\\" in path else path.encode("utf-8", "surrogateescape")
+            xattrs = row[_XATTRS_FIELD]
+            out[raw] = ((dev, inode, size, mtime, ctime), digest, _xattrs(xattrs) if xattrs else ())
+        return out
+
+
+_REUSE_FIELDS = tuple(
+    ENTRY_DIGEST_COLUMNS.index(c)
+    for c in ("path", "kind", "dev", "inode", "size", "mtime_ns", "ctime_ns", "blake3")
+)
+_XATTRS_FIELD = ENTRY_DIGEST_COLUMNS.index("xattrs")
+
+
+def _read_only_uri(path: str) -> str:
+    """Evidence snapshots are opened read-only and immutable: nothing, not even a journal, is written."""
+    return "file:" + quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
+
+
 @dataclass(frozen=True)
 class SnapshotInfo:
     path: str
@@ -179,9 +248,8 @@ class Snapshot:
     def __init__(self, path: str) -> None:
         self.path = path
         _check_file(path)
-        uri = "file:" + quote(os.path.abspath(path)) + "?mode=ro&immutable=1"
         try:
-            self.conn = sqlite3.connect(uri, uri=True)
+            self.conn = sqlite3.connect(_read_only_uri(path), uri=True)
             self.conn.execute("PRAGMA query_only = ON")
             version = self._meta("schema_version")
         except sqlite3.DatabaseError as exc:
@@ -434,28 +502,9 @@ class Snapshot:
                 "records no device or inode numbers: --reuse needs a baseline collected from a directory."
             )
 
-    def reuse_files(self, layer_id: str) -> dict[bytes, tuple[tuple[int, int, int, int, int], str]]:
-        """One layer's hashed regular files: path -> ((dev, inode, size, mtime_ns, ctime_ns), blake3).
-
-        The key is ``forensics.capture.hash.reuse_key``'s, in its order. A file
-        without a hash or a device number (it could not be read) is left out.
-        """
-        try:
-            rows = self.conn.execute(
-                "SELECT CAST(path AS BLOB), dev, inode, size, mtime_ns, ctime_ns, blake3 FROM entries"
-                " WHERE layer_id = ? AND +kind = 'file' AND blake3 IS NOT NULL AND dev IS NOT NULL"
-                " AND inode IS NOT NULL AND size IS NOT NULL AND mtime_ns IS NOT NULL"
-                " AND ctime_ns IS NOT NULL",
-                (layer_id,),
-            ).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
-        out = {}
-        for path, dev, inode, size, mtime, ctime, digest in rows:
-            if b"\\" in path:
-                path = path_from_text(path.decode())
-            out[path] = ((dev, inode, size, mtime, ctime), digest)
-        return out
+    def reuse_lookup(self, new_hasher: Callable[[], Hasher]) -> ReuseFiles:
+        """The baseline's hashed files layer by layer, usable in forked processes (``collect --reuse``)."""
+        return ReuseFiles(self.path, new_hasher)
 
     def metadata_file(self, path: bytes) -> bytes | None:
         from forensics.model import path_to_text

@@ -1,0 +1,144 @@
+"""The directory collector's worker processes, and the per-layer entries digests they feed.
+
+Layers are walked by forked processes that send rows already encoded; the
+collecting process writes them and hashes the bytes it received. These tests
+pin what that must not change: the rows and each layer's digest do not
+depend on the number of processes or on timing, a hardlink shared by two
+layers walked by two processes gets one link group, a changed entries row is
+named by layer when verifying, and a worker that dies leaves a snapshot
+marked incomplete with one sentence, never a whole-looking one.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from forensics import api
+from forensics.capture import dirsource
+from forensics.errors import SourceError
+from tests.conftest import needs_root
+from tests.layerlang import dir, file, make_data_root, symlink
+from tests.test_cli_collect import assert_refused, o2f
+
+pytestmark = [needs_root, pytest.mark.root]
+
+T2024 = 1_704_067_200
+BASE = [
+    dir("/etc", mtime=T2024),
+    file("/etc/passwd", "root:x:0:0\n", mtime=T2024),
+    symlink("/etc/mtab", "/proc/mounts"),
+]
+MIDDLE = [file(f"/usr/lib/m{i:03}", f"module {i}\n" * (i + 1), mtime=T2024) for i in range(150)]
+TOP = [file("/srv/shared", "one inode, two layers\n", mtime=T2024), file("/srv/app", "app\n")]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three image layers; a file of the top one is hardlinked into the bottom one (one inode, two layers)."""
+    made = make_data_root(
+        tmp_path_factory.mktemp("workers") / "docker",
+        images={"workers/app:1": [BASE, MIDDLE, TOP]},
+        containers={"c1": ("workers/app:1", None, [file("/srv/upper", "upper\n")])},
+        seed="workers",
+    )
+    image = made.images["workers/app:1"]
+    bottom, top = (made.root / "overlay2" / layer / "diff" for layer in (image.layers[0], image.layers[-1]))
+    os.link(top / "srv" / "shared", bottom / "etc" / "shared-name")
+    return made.root
+
+
+def _digests(path: str) -> dict[str, tuple[int, str]]:
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        rows = conn.execute("SELECT layer_id, entries, digest FROM entry_digests").fetchall()
+    conn.close()
+    return {layer: (count, digest) for layer, count, digest in rows}
+
+
+def test_rows_and_layer_digests_do_not_depend_on_the_number_of_processes(tree: Path, tmp_path: Path) -> None:
+    api.collect(str(tree), str(tmp_path / "warm.o2f"))  # symlink atimes move once, on the first readlink
+    results = {t: api.collect(str(tree), str(tmp_path / f"t{t}.o2f"), threads=t) for t in (1, 2, 3)}
+    digests = {t: _digests(r.path) for t, r in results.items()}
+    assert digests[1] == digests[2] == digests[3]
+    assert len(digests[1]) >= 5  # three image layers, the init layer and the container's
+    again = api.collect(str(tree), str(tmp_path / "again.o2f"), threads=2)
+    assert _digests(again.path) == digests[2]  # nothing changed: every layer's rows are the same
+    for result in (*results.values(), again):
+        assert api.verify(result.path).ok
+
+
+def test_one_inode_in_two_layers_walked_by_two_processes_has_one_link_group(
+    tree: Path, tmp_path: Path
+) -> None:
+    result = api.collect(str(tree), str(tmp_path / "links.o2f"), threads=2)
+    with sqlite3.connect(result.path) as conn:
+        rows = conn.execute(
+            "SELECT path, link_group, nlink, blake3 FROM entries"
+            " WHERE path IN ('/srv/shared', '/etc/shared-name')"
+        ).fetchall()
+    conn.close()
+    assert len(rows) == 2
+    (_, group_a, nlink_a, hash_a), (_, group_b, nlink_b, hash_b) = rows
+    assert group_a == group_b is not None and nlink_a == nlink_b == 2 and hash_a == hash_b is not None
+    with sqlite3.connect(result.path) as conn:
+        singles = conn.execute(
+            "SELECT count(*) FROM entries WHERE nlink = 1 AND link_group IS NOT NULL"
+        ).fetchone()
+    conn.close()
+    assert singles == (0,)
+
+
+def test_verify_names_the_layer_whose_entries_rows_changed(tree: Path, tmp_path: Path) -> None:
+    result = api.collect(str(tree), str(tmp_path / "ok.o2f"))
+    forged = tmp_path / "forged.o2f"
+    shutil.copy(result.path, forged)
+    with sqlite3.connect(forged) as conn:
+        layer = conn.execute("SELECT layer_id FROM entries WHERE path = '/etc/passwd'").fetchone()[0]
+        conn.execute("UPDATE entries SET mode = 511 WHERE path = '/etc/passwd'")
+    conn.close()
+    checked = api.verify(str(forged))
+    assert not checked.ok and checked.altered_layers == (layer,)
+    assert checked.stored == checked.recomputed  # the records digest alone would not have told
+    done = o2f("verify", forged)
+    assert done.returncode == 1 and f"altered entries   layer {layer}" in done.stdout
+    assert "entries of 1 layer(s) changed" in done.stderr
+
+
+def test_a_worker_that_dies_leaves_an_incomplete_snapshot_and_one_sentence(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    walk = dirsource._LayerWalker.walk
+    parent = os.getpid()
+
+    def dying(self, index, unit):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent and b"/diff" in unit.rel and index == 0:
+            os._exit(7)  # a worker killed in the middle of its first layer
+        return walk(self, index, unit)
+
+    monkeypatch.setattr(dirsource._LayerWalker, "walk", dying)
+    output = tmp_path / "died.o2f"
+    with pytest.raises(
+        SourceError,
+        match=r"ended unexpectedly \(exit code 7\) while reading overlay2/.*/diff\. .*marked incomplete",
+    ):
+        api.collect(str(tree), str(output), threads=2)
+    info = api.info(str(output))
+    assert not info.complete
+
+
+def test_a_baseline_whose_layer_rows_changed_is_refused_before_anything_is_written(
+    tree: Path, tmp_path: Path
+) -> None:
+    baseline = api.collect(str(tree), str(tmp_path / "baseline.o2f"))
+    forged = tmp_path / "forged.o2f"
+    shutil.copy(baseline.path, forged)
+    with sqlite3.connect(forged) as conn:
+        conn.execute("UPDATE entries SET uid = 1000 WHERE path = '/etc/passwd'")  # no hash touched
+    conn.close()
+    output = tmp_path / "new.o2f"
+    assert_refused(o2f("collect", tree, "-o", output, "--reuse", forged, "--quiet"), "records digest")
+    assert not output.exists()
