@@ -91,10 +91,11 @@ def run_once(command: list[str] | str, *, shell: bool = False) -> Run:
 
 
 def o2f_command(args: argparse.Namespace) -> list[str]:
+    """``--o2f``, else this interpreter with ``-m forensics``: the interpreter the naive reference runs
+    on, and not a version manager's shim on PATH (pyenv's costs about 60 ms per run)."""
     if args.o2f:
         return shlex.split(args.o2f)
-    found = shutil.which("o2f")
-    return [found] if found else [sys.executable, "-m", "forensics"]
+    return [sys.executable, "-m", "forensics"]
 
 
 def ensure_tree(args: argparse.Namespace, scale: float, generated: list[Path]) -> Path:
@@ -183,6 +184,10 @@ def bench_scale(args: argparse.Namespace, scale: float, generated: list[Path], b
     for tool in tools:
         print(fmt_run(tool))
     by_name = {t.name: t for t in tools}
+    failed = [t.name for t in tools if any(r.returncode != 0 for r in t.runs)]
+    if failed:
+        print(f"  no ratios: {', '.join(failed)} failed (see above); the figures would mean nothing")
+        return {"scale": scale, "failed": failed}
     o2f = by_name["o2f"].median()
     ratio_naive = o2f / by_name["naive"].median()
     print(f"  o2f/naive  {ratio_naive:.2f}x   (target <= {TARGET_NAIVE}x at scale 5)")
@@ -292,6 +297,9 @@ def main() -> None:
     print(f"  {'scale':>5} {'o2f':>8} {'naive':>8} {'b3sum':>8} {'o2f/naive':>10} {'o2f/b3sum':>10} "
           f"{'bytes read':>15} {'peak RSS':>10}")  # fmt: skip
     for row in results["scales"]:  # type: ignore[union-attr]
+        if "failed" in row:
+            print(f"  {row['scale']:>5g}  failed: {', '.join(row['failed'])}")
+            continue
         tools = row["tools"]
         b3 = f"{tools['b3sum']['median']:8.3f}" if "b3sum" in tools else "     n/a"
         over_b3 = f"{row['o2f_over_b3sum']:9.2f}x" if row["o2f_over_b3sum"] else "       n/a"
