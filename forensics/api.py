@@ -20,22 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from forensics import __version__
-from forensics.analyze import audit as _audit
-from forensics.analyze import compare as _compare
-from forensics.analyze import drift as _drift
-from forensics.analyze.audit import AuditReport
-from forensics.analyze.containers import Analysis
-from forensics.analyze.diff import docker_changes, forensic_changes
-from forensics.analyze.podman import PodmanDiffError, podman_changes
-from forensics.analyze.report import (
-    container_summaries,
-    history,
-    image_summaries,
-    layer_summaries,
-    list_view,
-    timeline,
-    trace,
-)
 from forensics.capture.hash import hash_file_path, new_hasher
 from forensics.errors import ChainError, MountTableError, O2fError, PolicyError, SnapshotError, UsageError
 from forensics.model import (
@@ -54,13 +38,48 @@ from forensics.overlay import rules
 from forensics.store.reader import Snapshot, SnapshotInfo, open_snapshot
 
 if TYPE_CHECKING:
+    from forensics.analyze import compare as _compare
+    from forensics.analyze import drift as _drift
+    from forensics.analyze.audit import AuditReport
+    from forensics.analyze.containers import Analysis
     from forensics.capture.engine import Discovered, Engine, Gathered
     from forensics.capture.sources import Source
     from forensics.store.writer import SnapshotWriter
 
 Progress = Callable[[int, int], None]
 
-__all__ = ["CollectResult", "collect", "info", "open_snapshot", "verify"]
+# Analysis code is imported when first used (here, or by name from outside): a collection, a
+# verification or an info starts faster without it, as analysis commands start without capture code.
+_ANALYSIS_NAMES = {
+    "Analysis": "forensics.analyze.containers",
+    "AuditReport": "forensics.analyze.audit",
+    **dict.fromkeys(
+        (
+            "container_summaries",
+            "history",
+            "image_summaries",
+            "layer_summaries",
+            "list_view",
+            "timeline",
+            "trace",
+        ),
+        "forensics.analyze.report",
+    ),
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _ANALYSIS_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = ["CollectResult", "collect", "info", "open_snapshot", "verify", *_ANALYSIS_NAMES]
 
 
 @dataclass(frozen=True)
@@ -370,6 +389,8 @@ def open_analysis(path: str) -> tuple[Analysis, list[str]]:
             f"{path} is incomplete (the capture did not finish); analysing the "
             f"{counts.get('entries', 0)} entries and {counts.get('containers', 0)} containers it holds."
         )
+    from forensics.analyze.containers import Analysis
+
     return Analysis(snapshot), warnings
 
 
@@ -395,6 +416,9 @@ def diff(
 
     ``docker=True`` gives what `docker diff` prints, ``podman=True`` what `podman diff` prints.
     """
+    from forensics.analyze.diff import docker_changes, forensic_changes
+    from forensics.analyze.podman import PodmanDiffError, podman_changes
+
     reports: list[tuple[Container, list[Change]]] = []
     letters: list[tuple[Container, list[tuple[str, bytes]]]] = []
     podman_letters: list[tuple[Container, list[tuple[str, bytes]]]] = []
@@ -422,20 +446,12 @@ def diff(
 
 
 __all__ += [
-    "Analysis",
     "DiffResult",
     "Snapshot",
     "VerifyResult",
-    "container_summaries",
     "diff",
-    "history",
-    "image_summaries",
-    "layer_summaries",
-    "list_view",
     "open_analysis",
     "select_containers",
-    "timeline",
-    "trace",
 ]
 
 
@@ -480,6 +496,8 @@ def compare(a: str, b: str, *, pairs: Sequence[str] = ()) -> _compare.Comparison
     (an incomplete snapshot, a container whose chain is broken) are in
     ``.problems``.
     """
+    from forensics.analyze import compare as _compare
+
     first, second, warnings = _open_two(a, b, ("A", "B"))
     result = _compare.compare(first, second, _pairs(pairs))
     result.problems[:0] = warnings
@@ -488,6 +506,8 @@ def compare(a: str, b: str, *, pairs: Sequence[str] = ()) -> _compare.Comparison
 
 def load_policy(path: str | None) -> _drift.Policy:
     """A drift policy file (docs/policy.md), or the built-in policy when *path* is None."""
+    from forensics.analyze import drift as _drift
+
     if path is None:
         return _drift.Policy()
     try:
@@ -515,6 +535,9 @@ def drift(
     ``report.drifted`` is the verdict (any failure); ``report.findings`` the
     failures and warnings; ``report.problems`` the warnings to show.
     """
+    from forensics.analyze import compare as _compare
+    from forensics.analyze import drift as _drift
+
     rules_ = load_policy(policy)
     if no_baseline:
         if current is not None:
@@ -553,7 +576,9 @@ __all__ += ["compare", "drift", "load_policy"]
 
 def audit(analysis: Analysis) -> AuditReport:
     """Evidence-integrity findings: image layer checks, mount table, structure and upperdirs."""
+    from forensics.analyze import audit as _audit
+
     return _audit.audit(analysis)
 
 
-__all__ += ["AuditReport", "audit"]
+__all__ += ["audit"]

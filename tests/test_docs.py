@@ -51,7 +51,7 @@ class Command:
 
 
 def _commands() -> list[Command]:
-    cli_app._register()
+    cli_app._register([])
     out = []
     for info in cli_app.app.registered_commands:
         name = info.name or info.callback.__name__.replace("_", "-")
@@ -97,6 +97,18 @@ def _anchors(markdown: str) -> list[str]:
 
 def test_the_app_registers_commands() -> None:
     assert len(COMMANDS) >= 10, [c.name for c in COMMANDS]
+
+
+@pytest.mark.parametrize("name", [c.name for c in COMMANDS])
+def test_running_a_command_imports_the_module_that_defines_it(name: str) -> None:
+    """``o2f NAME`` imports only NAME's module (cli_app._COMMAND_MODULES): it must be the right one."""
+    callback = next(
+        info.callback
+        for info in cli_app.app.registered_commands
+        if (info.name or info.callback.__name__.replace("_", "-")) == name  # type: ignore[union-attr]
+    )
+    assert name in cli_app._COMMAND_MODULES, f"{name} is missing from cli_app._COMMAND_MODULES"
+    assert callback.__module__ == f"forensics.cli.{cli_app._COMMAND_MODULES[name]}"  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("name", [c.name for c in COMMANDS])

@@ -85,14 +85,30 @@ def main_options(
     """Forensic snapshot-and-diff for container overlay storage."""
 
 
-def _register() -> None:
+# The module defining each command. Running one command imports only its module (start-up time is
+# part of every collection and every CI gate); anything else (--help, a typo) imports them all.
+_COMMAND_MODULES = {
+    "collect": "capture",
+    **dict.fromkeys(("info", "containers", "images", "layers", "ls"), "snapshot"),
+    **dict.fromkeys(("diff", "trace", "history", "timeline", "compare"), "analyze"),
+    **dict.fromkeys(("verify", "drift", "audit"), "gate"),
+}
+
+
+def _register(argv: list[str]) -> None:
+    import importlib
+
+    command = argv[1] if len(argv) > 1 else None
+    if command in _COMMAND_MODULES:
+        importlib.import_module(f"forensics.cli.{_COMMAND_MODULES[command]}")
+        return
     from forensics.cli import analyze, capture, gate, snapshot  # noqa: F401  (commands register themselves)
 
 
 def main() -> None:
     """Console entry point: every expected failure is one line on stderr and exit code 2."""
     try:
-        _register()
+        _register(sys.argv)
         app()
     except O2fError as exc:
         err_console.print(f"o2f: {exc}", markup=False, highlight=False)
