@@ -21,7 +21,15 @@ from typing import TYPE_CHECKING
 
 from forensics import __version__
 from forensics.capture.hash import hash_file_path, new_hasher
-from forensics.errors import ChainError, MountTableError, O2fError, PolicyError, SnapshotError, UsageError
+from forensics.errors import (
+    BaselineError,
+    ChainError,
+    MountTableError,
+    O2fError,
+    PolicyError,
+    SnapshotError,
+    UsageError,
+)
 from forensics.model import (
     CaptureError,
     Change,
@@ -195,9 +203,9 @@ def _open_baseline(path: str, source: Source, output: str) -> Snapshot:
     baseline = open_snapshot(path)
     try:
         baseline.check_reusable()
-        # Checked whole before anything is written (and each layer again as its hashes are taken).
-        check = baseline.check_records(new_hasher)
-        if check.digest != baseline.provenance["digest"] or check.altered_layers:
+        # The records digest (over everything but the entries rows) now; each layer's entries rows
+        # against their digest as the collecting processes take that layer's hashes (ReuseFiles).
+        if baseline.records_digest(new_hasher) != baseline.provenance["digest"]:
             raise SnapshotError(
                 f"the baseline {path} fails its records digest check (a record was changed, added or "
                 "removed since capture), so its hashes cannot be reused."
@@ -290,6 +298,12 @@ def _collect(
                     _write_discovered(writer, engines, source, gathered, mounts)
             writer.abort(provenance)
             writer.close()
+            if isinstance(exc, BaselineError):
+                # The baseline failed its check for a layer while collecting: a refusal, as if found
+                # before the first write, so nothing of this collection is kept.
+                with contextlib.suppress(OSError):
+                    os.unlink(output)
+                raise
             if isinstance(exc, O2fError):
                 raise type(exc)(f"{exc} The partial snapshot {output} is marked incomplete.") from None
             raise

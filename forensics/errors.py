@@ -29,6 +29,10 @@ class SnapshotError(O2fError):
     """A snapshot file is missing, unreadable, truncated or of an unknown version."""
 
 
+class BaselineError(SnapshotError):
+    """The baseline of ``collect --reuse`` cannot be trusted to supply hashes (found while collecting)."""
+
+
 class SnapshotExistsError(O2fError):
     """Refusing to overwrite an existing snapshot without --force."""
 

@@ -20,7 +20,7 @@ from operator import itemgetter
 from typing import Protocol
 from urllib.parse import quote
 
-from forensics.errors import SnapshotError
+from forensics.errors import BaselineError, SnapshotError
 from forensics.model import (
     Container,
     Entry,
@@ -195,7 +195,7 @@ class ReuseFiles:
         if (stored is None and rows) or (
             stored is not None and tuple(stored) != (len(rows), hasher.hexdigest())
         ):
-            raise SnapshotError(
+            raise BaselineError(
                 f"the baseline {self.path} fails its records digest check (the entries of layer {layer_id} "
                 "were changed, added or removed since capture), so its hashes cannot be reused."
             )
@@ -501,6 +501,14 @@ class Snapshot:
                 f"the baseline {self.path} was collected from a {provenance.get('source_kind')}, which "
                 "records no device or inode numbers: --reuse needs a baseline collected from a directory."
             )
+
+    def records_digest(self, new_hasher: Callable[[], Hasher]) -> str:
+        """The records digest recomputed; the entries rows are covered by their per-layer digests,
+        which :meth:`check_records` (or :class:`ReuseFiles`, layer by layer) checks."""
+        try:
+            return records_digest(self.conn, new_hasher)
+        except sqlite3.DatabaseError as exc:
+            raise SnapshotError(f"{self.path} is damaged or truncated ({exc}).") from None
 
     def reuse_lookup(self, new_hasher: Callable[[], Hasher]) -> ReuseFiles:
         """The baseline's hashed files layer by layer, usable in forked processes (``collect --reuse``)."""
