@@ -346,16 +346,16 @@ class _LayerWalker:
                     name = dirent.name.encode(_FS_ENCODING, _FS_ERRORS)
                     inner = prefix + name
                     if dirent.is_file(follow_symlinks=False):
-                        entry = self._file(dir_fd, name, inner, layer_id, known, unit, errors)
+                        entry = self._file(dir_fd, name, inner, known, unit, errors)
                         if entry is not None:
                             add(entry)
                     elif dirent.is_dir(follow_symlinks=False):
-                        entered = self._dir(dir_fd, name, inner, layer_id, unit, errors, add)
+                        entered = self._dir(dir_fd, name, inner, unit, errors, add)
                         if entered is not None:
                             self._push(stack, entered, unit, inner, errors)
                             break
                     else:
-                        entry = self._other(dir_fd, name, inner, layer_id, unit, errors)
+                        entry = self._other(dir_fd, name, inner, unit, errors)
                         if entry is not None:
                             add(entry)
                     if len(records) >= _BATCH_ENTRIES:
@@ -394,7 +394,6 @@ class _LayerWalker:
         dir_fd: int,
         name: bytes,
         inner: bytes,
-        layer_id: str,
         known: Mapping[bytes, tuple[ReuseKey, str, Xattrs]],
         unit: _Unit,
         errors: list[CaptureError],
@@ -406,6 +405,7 @@ class _LayerWalker:
         the guard for both: a write, a ``setxattr`` or ``removexattr`` each set it to the current
         time, and no system call sets it back.
         """
+        layer_id = unit.layer_id
         baseline = known.get(inner) if known else None
         if baseline is not None:
             try:
@@ -421,15 +421,15 @@ class _LayerWalker:
             try:
                 fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
             except OSError as exc:
-                return self._unopened(dir_fd, name, inner, layer_id, unit, errors, exc)
+                return self._unopened(dir_fd, name, inner, unit, errors, exc)
         except OSError as exc:
-            return self._unopened(dir_fd, name, inner, layer_id, unit, errors, exc)
+            return self._unopened(dir_fd, name, inner, unit, errors, exc)
         try:
             st = os.fstat(fd)
             if st.st_mode & _S_IFMT != _S_IFREG:  # replaced since it was listed: record what it is now
                 os.close(fd)
                 fd = -1
-                return self._other(dir_fd, name, inner, layer_id, unit, errors)
+                return self._other(dir_fd, name, inner, unit, errors)
             xattrs = self._xattrs_of_fd(fd, unit, inner, errors)
             link = None
             if st.st_nlink > 1:
@@ -458,12 +458,12 @@ class _LayerWalker:
         dir_fd: int,
         name: bytes,
         inner: bytes,
-        layer_id: str,
         unit: _Unit,
         errors: list[CaptureError],
         exc: OSError,
     ) -> Entry | None:
         """A file that could not be opened: its error, and its entry from lstat when it is still there."""
+        layer_id = unit.layer_id
         errors.append(CaptureError(_rel(unit, inner), "open", _vanished(exc), exc.errno, layer_id))
         try:
             st = os.lstat(name, dir_fd=dir_fd)
@@ -480,21 +480,21 @@ class _LayerWalker:
         dir_fd: int,
         name: bytes,
         inner: bytes,
-        layer_id: str,
         unit: _Unit,
         errors: list[CaptureError],
         add: Callable[[Entry], None],
     ) -> int | None:
         """A name listed as a directory: its entry, and its descriptor to descend (None: not descended)."""
+        layer_id = unit.layer_id
         try:
             fd = open_noatime(name, _DIR_FLAGS, dir_fd)
         except OSError as exc:
             if exc.errno == errno_mod.ENOTDIR or exc.errno == errno_mod.ELOOP:  # replaced since it was listed
-                entry = self._other(dir_fd, name, inner, layer_id, unit, errors)
+                entry = self._other(dir_fd, name, inner, unit, errors)
                 if entry is not None:
                     add(entry)
                 return None
-            entry = self._unopened(dir_fd, name, inner, layer_id, unit, errors, exc)
+            entry = self._unopened(dir_fd, name, inner, unit, errors, exc)
             if entry is not None:
                 add(entry)
             return None
@@ -511,9 +511,10 @@ class _LayerWalker:
         return fd
 
     def _other(
-        self, dir_fd: int, name: bytes, inner: bytes, layer_id: str, unit: _Unit, errors: list[CaptureError]
+        self, dir_fd: int, name: bytes, inner: bytes, unit: _Unit, errors: list[CaptureError]
     ) -> Entry | None:
         """Anything else (symlink, device, FIFO, socket): lstat-ed and recorded, never opened."""
+        layer_id = unit.layer_id
         try:
             st = os.lstat(name, dir_fd=dir_fd)
         except OSError as exc:
@@ -556,9 +557,9 @@ class _LayerWalker:
         unit = _Unit(rel, visit.layer_id, visit.inner_path, 1)
         errors: list[CaptureError] = []
         if kind is Kind.FILE:
-            entry = self._file(dir_fd, name, visit.inner_path, visit.layer_id, {}, unit, errors)
+            entry = self._file(dir_fd, name, visit.inner_path, {}, unit, errors)
         else:
-            entry = self._other(dir_fd, name, visit.inner_path, visit.layer_id, unit, errors)
+            entry = self._other(dir_fd, name, visit.inner_path, unit, errors)
         yield from errors
         if entry is not None:
             yield entry if self.encode is None else EncodedEntries([self.encode(entry)], None)

@@ -23,7 +23,7 @@ class FdHasher:
 
     One instance per thread: the buffer is not shared. Large files are hashed
     on a thread pool of the hasher's own, never on blake3's global pool
-    (``blake3.AUTO``), which a forked hashing process could inherit without
+    (``blake3.AUTO``), which a forked collecting process could inherit without
     its threads.
     """
 

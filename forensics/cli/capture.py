@@ -33,8 +33,8 @@ def collect(
         "--threads",
         min=1,
         max=64,
-        help="Hashing processes for directory sources "
-        "(default: 2, or 1 on a single CPU; 1 hashes in-process).",
+        help="Collecting processes for a directory source, each walking whole layers (list, stat, xattrs, "
+        "hash) (default: 2, or 1 on a single CPU; 1 walks in-process).",
     ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display."),
     verify_layers: bool = typer.Option(
