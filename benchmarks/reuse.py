@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument(
         "--shared", type=Path, default=DEFAULT_SHARED, help=f"bench folder ({DEFAULT_SHARED})"
     )
-    parser.add_argument("--o2f", help="o2f command line (default: o2f on PATH, else python -m forensics)")
+    parser.add_argument("--o2f", help="o2f command line (default: this interpreter, -m forensics)")
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)

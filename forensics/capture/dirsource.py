@@ -26,11 +26,12 @@ How the work is split (``benchmarks/collect.py`` measures it):
   timing. With ``threads=1``, or when no process can be forked, the calling
   process walks the units itself.
 
-With a reuse lookup (``collect --reuse``), a file whose layer, path and reuse key
-(:func:`~forensics.capture.hash.reuse_key`, taken from ``fstat`` on the open
-descriptor) match the baseline is opened, checked and its xattrs read as any
-other, and only the reading of its content is left out: the baseline's hash
-is recorded, with ``hash_reused``.
+With a reuse lookup (``collect --reuse``), a regular file the baseline recorded is
+first ``lstat``-ed; when its reuse key (:func:`~forensics.capture.hash.reuse_key`)
+is unchanged it is not opened at all: its hash and its xattrs are the baseline's,
+recorded with ``hash_reused``. The ctime in the key guards both (a write, a
+``setxattr`` or a ``removexattr`` sets it; no system call sets it back). Any
+other file is opened and read as in a full collection.
 """
 
 from __future__ import annotations

@@ -168,12 +168,17 @@ ENTRIES = Table(
         Column(
             "hash_reused",
             int,
-            "1 when `blake3` was copied from the baseline snapshot of `o2f collect --reuse` (layer, path, "
-            "dev, inode, size, mtime_ns and ctime_ns all unchanged; the baseline is in `snapshot.options`) "
-            "instead of read; 0 when it was read, or there is none",
+            "1 when `blake3` and `xattrs` were copied from the baseline snapshot of `o2f collect --reuse` "
+            "(layer, path, dev, inode, size, mtime_ns and ctime_ns all unchanged; the baseline is in "
+            "`snapshot.options`) instead of read; 0 when they were read, or there is no hash",
             True,
         ),
-        Column("link_group", int, "shared by every name of one inode (hardlinks); NULL for single names"),
+        Column(
+            "link_group",
+            int,
+            "shared by every name of one inode (hardlinks; from a directory, 56 bits of BLAKE3 over its "
+            "device and inode numbers, from a tar a counter); NULL for single names",
+        ),
         Column("whiteout", int, "1 for an overlay whiteout (char device 0/0)", True),
         Column("opaque", int, "1 for a directory marked opaque (trusted. or user.overlay.opaque=y)", True),
         Column("overlay_private", str, "JSON array of kernel bookkeeping xattr names present"),
@@ -201,8 +206,8 @@ ENTRY_DIGESTS = Table(
         Column(
             "digest",
             str,
-            "BLAKE3-256 hex over the layer's rows in `id` order, each the Python `repr` of the tuple of its "
-            "columns after `id`, followed by a newline",
+            "BLAKE3-256 hex over the layer's rows in `id` order, each the tuple of its columns after `id` "
+            "in CPython `marshal` format version 2 (docs/evidence.md#the-records-digest)",
             True,
         ),
     ),
