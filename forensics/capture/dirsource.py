@@ -688,6 +688,7 @@ class _Workers:
         try:
             pid = os.fork()
         except OSError:
+            gc.unfreeze()
             os.close(result_r)
             os.close(result_w)
             raise
@@ -705,6 +706,7 @@ class _Workers:
             except BaseException:
                 code = 1
             os._exit(code)
+        gc.unfreeze()  # in the caller, collections go on as before
         os.close(result_w)
         os.set_blocking(result_r, False)
         self.pids.append(pid)
