@@ -27,6 +27,10 @@ needs_root = pytest.mark.skipif(
     not IS_ROOT, reason="needs root (device nodes, trusted.* xattrs, overlay mounts)"
 )
 needs_corpus = pytest.mark.skipif(not DOCKER_A_TAR.exists(), reason=f"corpus not found at {DOCKER_A}")
+needs_podman_corpus = pytest.mark.skipif(not PODMAN_A_TAR.exists(), reason=f"corpus not found at {PODMAN_A}")
+needs_containerd_corpus = pytest.mark.skipif(
+    not CONTAINERD_A_TAR.exists(), reason=f"corpus not found at {CONTAINERD_A}"
+)
 
 
 def extract_tar(archive: Path, dest: Path) -> None:

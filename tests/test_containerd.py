@@ -35,7 +35,7 @@ from forensics.capture.engine.containerd import (
 from forensics.errors import NotFoundError
 from forensics.model import Change, ChangeKind, LayerRole, LayerVerdict
 from tests import layerlang as ll
-from tests.conftest import CONTAINERD_A, CONTAINERD_A_TAR, DOCKER_A_TAR, needs_root
+from tests.conftest import CONTAINERD_A, CONTAINERD_A_TAR, DOCKER_A_TAR, needs_containerd_corpus, needs_root
 from tests.corpus import SessionSnapshots
 from tests.kernel_oracle import (
     BASE,
@@ -329,6 +329,7 @@ def test_report_finds_every_expected_row(request: pytest.FixtureRequest, case: C
     assert missing == [] and wrong == []
 
 
+@needs_containerd_corpus
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_report_has_nothing_unexplained(request: pytest.FixtureRequest, case: Case) -> None:
     """No -init layer, and ctr adds nothing to an upperdir (README): every other change is a parent
@@ -469,6 +470,7 @@ def _truncated(name: str) -> bytes:
     return read_member(CONTAINERD_A_TAR, ROOT + name)[:20_000]
 
 
+@needs_containerd_corpus
 def test_truncated_meta_db_containers_from_active_snapshots(tmp_path: Path) -> None:
     """Without meta.db, each Active snapshot (backend key <ns>/<n>/<key>, key = the container id) is a
     container found by structure: names and views are still right, images are unknown."""
@@ -490,6 +492,7 @@ def test_truncated_meta_db_containers_from_active_snapshots(tmp_path: Path) -> N
     analysis.snapshot.close()
 
 
+@needs_containerd_corpus
 def test_truncated_snapshotter_db_orphan_layers(tmp_path: Path) -> None:
     """Without the snapshotter's metadata.db no snapshot id can be tied to a key or a parent."""
     db = "io.containerd.snapshotter.v1.overlayfs/metadata.db"

@@ -36,7 +36,7 @@ from forensics.model import Change, ChangeKind, Container, Entry, Kind
 from forensics.overlay.merge import View
 from forensics.render.analysis import docker_output, podman_output
 from tests import layerlang as ll
-from tests.conftest import PODMAN_A, PODMAN_A_TAR, needs_root
+from tests.conftest import PODMAN_A, PODMAN_A_TAR, needs_podman_corpus, needs_root
 from tests.corpus import SessionSnapshots
 from tests.kernel_oracle import BASE, FIXED_SCENARIO, IMAGE_STEPS, kernel_view, o2f_view, op_strategy, run_op
 from tests.tarcopy import read_member, rewrite_tar
@@ -260,6 +260,7 @@ def test_report_finds_every_expected_row(request: pytest.FixtureRequest, case: C
     assert missing == [] and wrong == []
 
 
+@needs_podman_corpus
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_report_has_nothing_unexplained(request: pytest.FixtureRequest, case: Case) -> None:
     expected = {row.path for row in load_expected(TRUTH / f"{case.name}.expected.tsv")}
@@ -385,6 +386,7 @@ def _truth_ids() -> dict[str, str]:
     return {name: row["container_id"] for name, row in load_containers(TRUTH / "containers.tsv").items()}
 
 
+@needs_podman_corpus
 def test_truncated_bolt_state_db(tmp_path: Path) -> None:
     snapshot, warnings = _collect_damaged(tmp_path, replace={"libpod/bolt_state.db": _bolt_bytes()[:100_000]})
     assert any(

@@ -21,7 +21,7 @@ from forensics.capture.hash import new_hasher
 from forensics.model import path_from_text, path_to_text
 from forensics.store import schema
 from forensics.store.reader import entry_digests, records_digest
-from tests.conftest import DOCKER_A, needs_root
+from tests.conftest import DOCKER_A, needs_corpus, needs_root
 from tests.layerlang import file, make_data_root, symlink
 
 GOLDEN = Path(__file__).parent / "golden" / "schema.sql"
@@ -154,6 +154,7 @@ def _changes(value: object) -> list[tuple[str, object]]:
     return [("float", float(value) + 0.5)]  # type: ignore[arg-type]
 
 
+@needs_corpus
 @needs_root
 def test_the_digest_changes_when_any_single_value_changes(tmp_path: Path) -> None:
     output = tmp_path / "full.o2f"
