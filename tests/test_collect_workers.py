@@ -142,3 +142,28 @@ def test_a_baseline_whose_layer_rows_changed_is_refused_before_anything_is_writt
     output = tmp_path / "new.o2f"
     assert_refused(o2f("collect", tree, "-o", output, "--reuse", forged, "--quiet"), "records digest")
     assert not output.exists()
+
+
+def test_a_layer_root_that_cannot_be_opened_is_recorded_from_the_walk_and_an_error_row(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root nothing is unreadable; the open is made to fail as it does for another user (EACCES)."""
+    opened = dirsource._open_path
+    victim = next(p.name for p in (tree / "overlay2").iterdir() if p.name.endswith("-init"))
+
+    def refusing(root_fd: int, rel: bytes) -> int:
+        if victim.encode() in rel:
+            raise PermissionError(13, "Permission denied")
+        return opened(root_fd, rel)
+
+    monkeypatch.setattr(dirsource, "_open_path", refusing)
+    result = api.collect(str(tree), str(tmp_path / "denied.o2f"), threads=1)
+    with sqlite3.connect(result.path) as conn:
+        rows = conn.execute("SELECT path, kind FROM entries WHERE layer_id = ?", (victim,)).fetchall()
+        errors = conn.execute(
+            "SELECT path, operation, errno FROM errors WHERE layer_id = ?", (victim,)
+        ).fetchall()
+    conn.close()
+    assert rows == [("/", "dir")]
+    assert errors == [(f"overlay2/{victim}/diff", "open", 13)]
+    assert api.verify(result.path).ok

@@ -155,13 +155,18 @@ class DirSource:
 class _Unit:
     """A directory the layout calls an entry: walked, with everything below it, by one process."""
 
-    __slots__ = ("inner", "layer_id", "rel", "weight")
+    __slots__ = ("inner", "layer_id", "rel", "st")
 
-    def __init__(self, rel: bytes, layer_id: str, inner: bytes, weight: int) -> None:
+    def __init__(self, rel: bytes, layer_id: str, inner: bytes, st: os.stat_result) -> None:
         self.rel = rel  # relative to the data root
         self.layer_id = layer_id
         self.inner = inner  # its path inside the layer (b"/" for a diff/)
-        self.weight = weight  # st_nlink: 2 + its subdirectories, a cheap guess at its size
+        self.st = st  # its lstat from the walk outside the layers
+
+    @property
+    def weight(self) -> int:
+        """A cheap guess at its size: st_nlink, 2 + its subdirectories."""
+        return self.st.st_nlink
 
 
 # A worker's message: (unit index, rows or Entry items, errors, the layer whose root entry is among
@@ -264,7 +269,7 @@ class _Collection:
                     elif action is Action.READ:
                         yield _read_metadata(dir_fd, name, rel, st, kind, visit)
                     elif action is Action.ENTRY and kind is Kind.DIR:
-                        units.append(_Unit(rel, visit.layer_id, visit.inner_path, st.st_nlink))
+                        units.append(_Unit(rel, visit.layer_id, visit.inner_path, st))
                     elif action is Action.ENTRY:  # a single entry outside any recorded directory
                         yield from _LayerWalker(root_fd, self.reuse, self.encode).single(
                             dir_fd, name, rel, st, kind, visit
@@ -333,7 +338,9 @@ class _LayerWalker:
             fd = _open_path(self.root_fd, unit.rel)
         except OSError as exc:
             error(unit.inner, "open", _vanished(exc), exc.errno)
-            yield (index, records, errors, None, 0, True)
+            if exc.errno != errno_mod.ENOENT:  # unreadable, not gone: recorded from the walk's lstat
+                add(_entry(layer_id, unit.inner, unit.st, Kind.DIR, ()))
+            yield (index, records, errors, layer_id if records and unit.inner == b"/" else None, 0, True)
             return
         st = os.fstat(fd)
         add(_entry(layer_id, unit.inner, st, Kind.DIR, self._xattrs_of_fd(fd, unit, unit.inner, errors)))
@@ -555,7 +562,7 @@ class _LayerWalker:
         self, dir_fd: int, name: bytes, rel: bytes, st: os.stat_result, kind: Kind, visit: Visit
     ) -> Iterator[Item]:
         """An entry the layout names outside any recorded directory (no layout does so today)."""
-        unit = _Unit(rel, visit.layer_id, visit.inner_path, 1)
+        unit = _Unit(rel, visit.layer_id, visit.inner_path, st)
         errors: list[CaptureError] = []
         if kind is Kind.FILE:
             entry = self._file(dir_fd, name, visit.inner_path, {}, unit, errors)
