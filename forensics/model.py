@@ -70,6 +70,28 @@ class LayerRole(str, enum.Enum):
     ORPHAN = "orphan"
 
 
+# --- what a file is run as ---------------------------------------------------
+
+# The first bytes that make a file runnable without its x bit mattering to an attacker:
+# ``ld.so FILE`` runs an ELF binary, ``sh FILE`` (or the #! interpreter) a script.
+EXECUTABLE_MAGIC = ((b"\x7fELF", "ELF magic"), (b"#!", "#! line"))
+
+
+def executable_format(entry: Entry) -> str | None:
+    """ "ELF magic" or "#! line" when the file's first bytes (``Entry.head``) say it is run as one.
+
+    None for anything else, and when the first bytes are unknown (a snapshot that did not
+    read the content, or a file that could not be read).
+    """
+    head = entry.head
+    if not head:
+        return None
+    for magic, name in EXECUTABLE_MAGIC:
+        if head.startswith(magic):
+            return name
+    return None
+
+
 # --- path codec --------------------------------------------------------------
 
 _ESCAPE_NEEDED = re.compile(r"[\\\udc80-\udcff]")
@@ -234,6 +256,7 @@ class Entry:
     link_group: int | None = None
     dev: int | None = None  # st_dev: with inode, names the file on the collecting host only
     hash_reused: bool = False  # blake3 taken from a --reuse baseline snapshot, not read
+    head: bytes | None = None  # a regular file's first bytes (its magic), as read when hashing
 
     @property
     def rdev(self) -> str | None:

@@ -980,11 +980,11 @@ def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, ob
 
     Keys are layer paths (``b"/"`` is the diff root itself); values carry the
     snapshot's entry fields (kind, mode, uid, gid, size, mtime_ns, atime_ns,
-    ctime_ns, inode, dev, nlink, rdev_major, rdev_minor, target, xattrs, blake3).
+    ctime_ns, inode, dev, nlink, rdev_major, rdev_minor, target, xattrs, blake3, head).
     Everything is lstat-ed before any file is read, directories are listed and
     files opened with ``O_NOATIME``, so the recorded atimes are those before the
     scan. ``read=False`` reads neither symlinks (``readlink`` updates their
-    atime) nor file contents: ``target`` and ``blake3`` stay None.
+    atime) nor file contents: ``target``, ``blake3`` and ``head`` stay None.
     """
     from blake3 import blake3
 
@@ -1019,6 +1019,7 @@ def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, ob
             "target": os.readlink(full) if kind == "symlink" and read else None,
             "xattrs": tuple((n, os.getxattr(full, n, follow_symlinks=False)) for n in names),
             "blake3": None,
+            "head": None,
         }
         if kind == "dir":
             prefix = b"" if path == b"/" else path
@@ -1033,6 +1034,8 @@ def scan(diff_dir: Path | str, *, read: bool = True) -> dict[bytes, dict[str, ob
                 fd = os.open(root + path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_NOATIME", 0))
                 hasher = blake3()
                 with builtins.open(fd, "rb") as handle:
+                    row["head"] = handle.read(16)  # the file's magic, as o2f keeps it (entries.head)
+                    hasher.update(row["head"])
                     while chunk := handle.read(1 << 20):
                         hasher.update(chunk)
                 row["blake3"] = hasher.hexdigest()

@@ -89,7 +89,11 @@ def test_corpus_upperdir_findings(corpus_report: api.AuditReport) -> None:
     assert setuid.severity is Severity.CRITICAL and "0644 -> 4755" in setuid.detail
     for path in (b"/srv/worker/cap-raw", b"/srv/worker/cp-cap"):
         assert find(corpus_report, AuditKind.CAPABILITY_ADDED, path).container == "a-worker"
-        assert find(corpus_report, AuditKind.EXECUTABLE_ADDED, path).evidence["judged_by"] == "mode bits"
+        # both are "#!/bin/sh" scripts with mode 0755 (their first bytes are in the snapshot)
+        assert (
+            find(corpus_report, AuditKind.EXECUTABLE_ADDED, path).evidence["judged_by"]
+            == "mode bits and #! line"
+        )
     assert corpus_report.failed
     assert corpus_report.findings == sort_findings(corpus_report.findings)
     assert corpus_report.findings[0].severity is Severity.CRITICAL
@@ -165,6 +169,8 @@ def test_audit_names_each_tampering(docker_a_copy: Path, tmp_path: Path) -> None
     (upper / "tmp" / ".cache").mkdir()
     (upper / "tmp" / ".cache" / "miner").write_bytes(b"\x7fELF")
     os.chmod(upper / "tmp" / ".cache" / "miner", 0o755)
+    (upper / "srv" / "web" / "run-me").write_bytes(b"#!/bin/sh\nid\n")  # no x bit: sh run-me runs it
+    (upper / "srv" / "web" / "notes.txt").write_bytes(b"#notes\n")
     os.mknod(upper / "srv" / "web" / "ghost", 0o600 | 0o020000, os.makedev(0, 0))
     report = audit_of(docker_a_copy, tmp_path / "t.o2f")
     base_id = base.parent.name
@@ -190,7 +196,13 @@ def test_audit_names_each_tampering(docker_a_copy: Path, tmp_path: Path) -> None
     assert not [
         f for f in report.findings if f.kind is AuditKind.HIDDEN_PATH_ADDED and f.path != b"/tmp/.cache"
     ]
-    assert find(report, AuditKind.EXECUTABLE_ADDED, b"/tmp/.cache/miner").container == "a-web"
+    miner = find(report, AuditKind.EXECUTABLE_ADDED, b"/tmp/.cache/miner")
+    assert (miner.container, miner.evidence["judged_by"]) == ("a-web", "mode bits and ELF magic")
+    script = find(report, AuditKind.EXECUTABLE_ADDED, b"/srv/web/run-me")
+    assert script.evidence["judged_by"] == "#! line" and "by #! line" in script.detail
+    assert not [
+        f for f in report.findings if f.path == b"/srv/web/notes.txt" and f.kind is AuditKind.EXECUTABLE_ADDED
+    ]
     ghost = find(report, AuditKind.WHITEOUT_OF_NOTHING, b"/srv/web/ghost")
     assert ghost.layer == A_WEB_UPPER
 

@@ -158,14 +158,27 @@ def test_a_missing_policy_file(tmp_path: Path) -> None:
 # -- signals and rules -----------------------------------------------------------------------
 
 
-def _file(mode: int = 0o644, data: str = "x", caps: bytes | None = None, kind: Kind = Kind.FILE) -> Entry:
+def _file(
+    mode: int = 0o644,
+    data: str = "x",
+    caps: bytes | None = None,
+    kind: Kind = Kind.FILE,
+    head: bytes | None = None,
+) -> Entry:
     xattrs = (("security.capability", caps),) if caps is not None else ()
-    return Entry("L", b"/f", kind, mode, 0, 0, len(data), 1, xattrs=xattrs, blake3=f"h-{data}")
+    return Entry("L", b"/f", kind, mode, 0, 0, len(data), 1, xattrs=xattrs, blake3=f"h-{data}", head=head)
 
 
 SIGNALS = [
     (None, _file(0o755), ("executable",)),
     (None, _file(0o644), ()),
+    # no x bit, but run as one all the same (sh FILE, ld.so FILE): judged by the first bytes
+    (None, _file(0o644, head=b"#!/bin/sh\n"), ("executable",)),
+    (None, _file(0o600, head=b"\x7fELF\x02\x01\x01"), ("executable",)),
+    (None, _file(0o644, head=b"MZ\x90\x00"), ()),  # not a format these hosts run
+    (None, _file(0o644, head=b""), ()),  # empty
+    (_file(0o644, "a", head=b"#!/bin/sh\n"), _file(0o644, "b", head=b"#!/bin/sh\n"), ("executable",)),
+    (_file(0o644, head=b"#!/bin/sh\n"), _file(0o644, head=b"#!/bin/sh\n"), ()),  # unchanged script
     (_file(0o644), _file(0o744), ("executable",)),  # gained an x bit
     (_file(0o755, "a"), _file(0o755, "b"), ("executable",)),  # an executable's content changed
     (_file(0o755), _file(0o755), ()),  # unchanged executable (a metadata change elsewhere)

@@ -31,7 +31,7 @@ def collect(location: str | Path) -> list[Item]:
 def entry_key(e: Entry) -> tuple[object, ...]:
     size = e.size if e.kind is Kind.FILE else None
     return (e.layer_id, e.path, e.kind, e.mode, e.uid, e.gid, e.mtime_ns, e.target, e.xattrs, e.blake3,
-            e.rdev_major, e.rdev_minor, size)  # fmt: skip
+            e.head, e.rdev_major, e.rdev_minor, size)  # fmt: skip
 
 
 def link_partition(items: list[Item]) -> set[frozenset[tuple[str, bytes]]]:
@@ -147,6 +147,7 @@ def test_odd_names_and_sparse_files(tar_items: list[Item], docker_a_root: Path) 
     for entry in sparse.values():
         on_disk = docker_a_root / "overlay2" / entry.layer_id / "diff" / entry.path.decode().lstrip("/")
         assert entry.blake3 == blake3(on_disk.read_bytes()).hexdigest()
+        assert entry.head == on_disk.read_bytes()[:16]
 
 
 def member(name: str, kind: bytes = tarfile.REGTYPE, **pax: str) -> tarfile.TarInfo:

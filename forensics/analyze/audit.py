@@ -44,6 +44,7 @@ from forensics.model import (
     ancestors,
     base_name,
     display_path,
+    executable_format,
     path_sort_key,
 )
 
@@ -537,6 +538,15 @@ def upper_audit(container: Container, views: ContainerViews) -> list[AuditFindin
     return out
 
 
+def _runnable_by(entry: Entry) -> str:
+    """What makes a file runnable: "mode bits", "ELF magic", "#! line", both joined, or "" for nothing."""
+    reasons = ["mode bits"] if entry.mode & 0o111 else []
+    magic = executable_format(entry)
+    if magic is not None:
+        reasons.append(magic)
+    return " and ".join(reasons)
+
+
 def _file_findings(
     container: Container, upper: str, path: bytes, entry: Entry, lower: Entry | None
 ) -> list[AuditFinding]:
@@ -581,13 +591,14 @@ def _file_findings(
                 {"security.capability": capability.hex()},
             )
         )
-    if entry.mode & 0o111 and entry.size and not (was_file and lower is not None and lower.mode & 0o111):
+    judged_by = _runnable_by(entry)
+    if judged_by and entry.size and not (was_file and lower is not None and _runnable_by(lower)):
         how = "became executable" if was_file else "an executable file added"
         found.append(
             AuditFinding(
                 AuditKind.EXECUTABLE_ADDED,
                 Severity.WARNING,
-                f"{how} (mode {entry.mode:04o}, {entry.size} bytes)",
+                f"{how} (mode {entry.mode:04o}, {entry.size} bytes, by {judged_by})",
                 path,
                 upper,
                 name,
@@ -596,7 +607,7 @@ def _file_findings(
                     "mode": f"{entry.mode:04o}",
                     "size": entry.size,
                     "blake3": entry.blake3,
-                    "judged_by": "mode bits",
+                    "judged_by": judged_by,
                 },
             )
         )

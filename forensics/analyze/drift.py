@@ -20,9 +20,10 @@ nothing visible changed (overlayfs copies up every parent of a changed path),
 and, between two snapshots, an mtime-only difference of a path the ``-init``
 layer provides (the engine writes that layer when it creates the container).
 
-Executables are judged by mode bits only: the snapshot records no file magic
-(ELF header, ``#!``), so a file without an x bit that is run through an
-interpreter or ``ld.so`` is a plain ``any-change`` finding.
+A file is an executable when it has an x bit, or when its first bytes
+(``entries.head``) are ELF magic or a ``#!`` line: ``ld.so FILE`` and
+``sh FILE`` run it without one. A snapshot without first bytes (an older
+capture) is judged by the mode bits alone.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from forensics.model import (
     Entry,
     Kind,
     display_path,
+    executable_format,
     path_from_text,
     path_sort_key,
 )
@@ -340,7 +342,8 @@ def signals_of(before: Entry | None, after: Entry | None) -> tuple[str, ...]:
     out = []
     old = before if before is not None and before.kind is Kind.FILE else None
     if after.kind is Kind.FILE:
-        if after.mode & 0o111 and (
+        runnable = after.mode & 0o111 or executable_format(after) is not None
+        if runnable and (
             old is None
             or old.blake3 != after.blake3
             or old.size != after.size

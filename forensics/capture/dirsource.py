@@ -28,7 +28,7 @@ How the work is split (``benchmarks/collect.py`` measures it):
 
 With a reuse lookup (``collect --reuse``), a regular file the baseline recorded is
 first ``lstat``-ed; when its reuse key (:func:`~forensics.capture.hash.reuse_key`)
-is unchanged it is not opened at all: its hash and its xattrs are the baseline's,
+is unchanged it is not opened at all: its hash, first bytes and xattrs are the baseline's,
 recorded with ``hash_reused``. The ctime in the key guards both (a write, a
 ``setxattr`` or a ``removexattr`` sets it; no system call sets it back). Any
 other file is opened and read as in a full collection.
@@ -312,13 +312,13 @@ class _LayerWalker:
         self.reuse = reuse
         self.encode = encode
         self.hasher = FdHasher()
-        # (dev, ino) -> (digest, reused) of an inode with several names, read once per process.
+        # (dev, ino) -> (digest, reused, head) of an inode with several names, read once per process.
         self.link_hashes: dict[tuple[int, int], object] = {}
 
     def walk(self, index: int, unit: _Unit) -> Iterator[_Message]:
         """The unit's rows in batches, in walk order; the last one says the unit is finished."""
         layer_id = unit.layer_id
-        known: Mapping[bytes, tuple[ReuseKey, str, Xattrs]] = {}
+        known: Mapping[bytes, tuple[ReuseKey, str, Xattrs, bytes | None]] = {}
         if self.reuse is not None:
             known = self.reuse(layer_id)
         records: list = []  # type: ignore[type-arg]
@@ -402,7 +402,7 @@ class _LayerWalker:
         dir_fd: int,
         name: bytes,
         inner: bytes,
-        known: Mapping[bytes, tuple[ReuseKey, str, Xattrs]],
+        known: Mapping[bytes, tuple[ReuseKey, str, Xattrs, bytes | None]],
         unit: _Unit,
         errors: list[CaptureError],
     ) -> Entry | None:
@@ -422,7 +422,9 @@ class _LayerWalker:
                 errors.append(CaptureError(_rel(unit, inner), "lstat", _vanished(exc), exc.errno, layer_id))
                 return None
             if st.st_mode & _S_IFMT == _S_IFREG and reuse_key(st) == baseline[0]:
-                return _entry(layer_id, inner, st, Kind.FILE, baseline[2], None, baseline[1], True)
+                return _entry(
+                    layer_id, inner, st, Kind.FILE, baseline[2], None, baseline[1], True, baseline[3]
+                )
         try:
             fd = os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
         except PermissionError:
@@ -446,7 +448,7 @@ class _LayerWalker:
                 if done is not None and done is not _FAILED:
                     return _entry(layer_id, inner, st, Kind.FILE, xattrs, None, *done)  # type: ignore[misc]
             try:
-                digest = self.hasher.hash_fd(fd, st.st_size)
+                digest, head = self.hasher.hash_fd(fd, st.st_size)
             except OSError as exc:
                 errors.append(
                     CaptureError(_rel(unit, inner), "read", exc.strerror or str(exc), exc.errno, layer_id)
@@ -455,8 +457,8 @@ class _LayerWalker:
                     self.link_hashes[link] = _FAILED
                 return _entry(layer_id, inner, st, Kind.FILE, xattrs)
             if link is not None:
-                self.link_hashes[link] = (digest, False)
-            return _entry(layer_id, inner, st, Kind.FILE, xattrs, None, digest)
+                self.link_hashes[link] = (digest, False, head)
+            return _entry(layer_id, inner, st, Kind.FILE, xattrs, None, digest, False, head)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -878,6 +880,7 @@ def _entry(
     target: bytes | None = None,
     digest: str | None = None,
     reused: bool = False,
+    head: bytes | None = None,
 ) -> Entry:
     if kind is Kind.CHAR or kind is Kind.BLOCK:
         major: int | None = os.major(st.st_rdev)
@@ -890,7 +893,7 @@ def _entry(
     return Entry(
         layer_id, inner, kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
         st.st_mtime_ns, st.st_atime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink, major, minor, target,
-        xattrs, digest, group, st.st_dev, reused,
+        xattrs, digest, group, st.st_dev, reused, head,
     )  # fmt: skip
 
 

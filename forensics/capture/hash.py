@@ -14,6 +14,10 @@ SMALL_FILE_LIMIT = 1 << 20
 EMPTY_BLAKE3 = blake3(b"").hexdigest()
 
 
+# How many of a file's first bytes are kept (entries.head): enough for the magic of ELF, #!, PE,
+# Mach-O and the like, and for an ELF header's class, byte order, version and OS ABI.
+HEAD_SIZE = 16
+
 # Files at least this large are hashed on several threads.
 MULTITHREAD_LIMIT = 64 << 20
 
@@ -35,21 +39,28 @@ class FdHasher:
         self._threads = max_threads if max_threads is not None else (os.cpu_count() or 1)
         self.bytes_read = 0
 
-    def hash_fd(self, fd: int, size_hint: int) -> str:
-        """BLAKE3-256 hex of everything readable from *fd* (hint: the lstat size)."""
+    def hash_fd(self, fd: int, size_hint: int) -> tuple[str, bytes]:
+        """BLAKE3-256 hex of everything readable from *fd* (hint: the lstat size), and its first bytes.
+
+        The first bytes are the file's magic (``HEAD_SIZE`` of them, fewer for a shorter file):
+        what tells an ELF binary or a ``#!`` script, kept since they are read anyway.
+        """
+        view = self._view
         if size_hint == 0:
             # A file may grow between lstat and read; one read tells.
-            count = os.readv(fd, [self._view[:1]])
+            count = os.readv(fd, [view[:1]])
             if count == 0:
-                return EMPTY_BLAKE3
-            return self._hash_stream(fd, blake3(self._view[:count]), count)
+                return EMPTY_BLAKE3, b""
+            head = bytes(view[:count])
+            return self._hash_stream(fd, blake3(view[:count]), count, head)
         if size_hint <= SMALL_FILE_LIMIT:
-            count = os.readv(fd, [self._view])
-            hasher = blake3(self._view[:count])
+            count = os.readv(fd, [view])
+            hasher = blake3(view[:count])
+            head = bytes(view[: min(count, HEAD_SIZE)])
             if count <= size_hint:
                 self.bytes_read += count
-                return hasher.hexdigest()
-            return self._hash_stream(fd, hasher, count)
+                return hasher.hexdigest(), head
+            return self._hash_stream(fd, hasher, count, head)
         try:
             with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapped:
                 if size_hint >= MULTITHREAD_LIMIT and self._threads > 1:
@@ -57,21 +68,27 @@ class FdHasher:
                 else:
                     hasher = blake3()
                 hasher.update(mapped)
+                head = mapped[:HEAD_SIZE]
                 self.bytes_read += len(mapped)
                 # Anything appended after the map was made is read on.
                 os.lseek(fd, len(mapped), os.SEEK_SET)
-                return self._hash_stream(fd, hasher, 0)
+                return self._hash_stream(fd, hasher, 0, head)
         except (ValueError, OSError):
             os.lseek(fd, 0, os.SEEK_SET)
-            return self._hash_stream(fd, blake3(), 0)
+            return self._hash_stream(fd, blake3(), 0, None)
 
-    def _hash_stream(self, fd: int, hasher: blake3, already: int) -> str:
+    def _hash_stream(self, fd: int, hasher: blake3, already: int, head: bytes | None) -> tuple[str, bytes]:
         self.bytes_read += already
+        view = self._view
         while True:
-            count = os.readv(fd, [self._view])
+            count = os.readv(fd, [view])
             if not count:
-                return hasher.hexdigest()
-            hasher.update(self._view[:count])
+                return hasher.hexdigest(), head if head is not None else b""
+            if head is None:
+                head = bytes(view[: min(count, HEAD_SIZE)])
+            elif len(head) < HEAD_SIZE:
+                head = (head + bytes(view[:count]))[:HEAD_SIZE]
+            hasher.update(view[:count])
             self.bytes_read += count
 
 
@@ -87,14 +104,17 @@ def reuse_key(st: os.stat_result) -> tuple[int, int, int, int, int]:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-def hash_stream(stream: BinaryIO) -> tuple[str, int]:
-    """BLAKE3 of a file object read to its end (tar members); returns (hex, bytes)."""
+def hash_stream(stream: BinaryIO) -> tuple[str, int, bytes]:
+    """BLAKE3 of a file object read to its end (tar members); returns (hex, bytes, first bytes)."""
     hasher = blake3()
     total = 0
+    head = b""
     while chunk := stream.read(SMALL_FILE_LIMIT):
         hasher.update(chunk)
+        if len(head) < HEAD_SIZE:
+            head = (head + chunk[:HEAD_SIZE])[:HEAD_SIZE]
         total += len(chunk)
-    return hasher.hexdigest(), total
+    return hasher.hexdigest(), total, head
 
 
 def link_group_of(dev: int, inode: int) -> int:

@@ -52,10 +52,10 @@ Progress = Callable[[int, int], None]
 """Called now and then with (entries so far, bytes hashed so far)."""
 
 ReuseKey = tuple[int, int, int, int, int]
-ReuseLookup = Callable[[str], Mapping[bytes, tuple[ReuseKey, str, Xattrs]]]
+ReuseLookup = Callable[[str], Mapping[bytes, tuple[ReuseKey, str, Xattrs, bytes | None]]]
 """For a layer id, the regular files a baseline snapshot recorded in it, for ``collect --reuse``:
-path inside the layer -> (reuse key, blake3, xattrs). See :func:`forensics.capture.hash.reuse_key`.
-Callable in forked worker processes."""
+path inside the layer -> (reuse key, blake3, xattrs, first bytes). See
+:func:`forensics.capture.hash.reuse_key`. Callable in forked worker processes."""
 
 # The largest metadata file kept verbatim; a bigger one is an error row.
 READ_LIMIT = 64 << 20

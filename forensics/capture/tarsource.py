@@ -93,6 +93,7 @@ class _Inode:
     blake3: str | None
     xattrs: Xattrs
     rdev: tuple[int | None, int | None] = (None, None)
+    head: bytes | None = None  # the first bytes of a regular file's content
     target: bytes | None = None
     entry: tuple[str, bytes] | None = None  # (layer, inner path) when the first name is an Entry
     content: bytes | None = None  # when the first name is a metadata file
@@ -354,7 +355,7 @@ class _Reader:
                 problem = (held and held.problem) or "content not kept"
                 yield CaptureError(rel, "read", problem, None, visit.layer_id)
             else:
-                body.blake3, count = hash_stream(stream)
+                body.blake3, count, body.head = hash_stream(stream)
                 self.bytes_read += count
         elif kind is Kind.CHAR or kind is Kind.BLOCK:
             body.rdev = (info.devmajor, info.devminor)
@@ -376,7 +377,7 @@ class _Reader:
             yield self._make(info, visit, _Inode(Kind.FILE, None, None, own), own)
             return
         if known.blake3 is None and known.content is not None:
-            known.blake3, _ = hash_stream(io.BytesIO(known.content))
+            known.blake3, _, known.head = hash_stream(io.BytesIO(known.content))
         if known.kind is Kind.FILE and known.group is None:  # like DirSource: only regular files are grouped
             known.group, self.next_group = self.next_group, self.next_group + 1
             if known.entry is not None:
@@ -409,6 +410,7 @@ class _Reader:
             xattrs=xattrs,
             blake3=body.blake3,
             link_group=body.group,
+            head=body.head,
         )
 
 

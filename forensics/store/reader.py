@@ -171,8 +171,10 @@ class ReuseFiles:
         self._conn: sqlite3.Connection | None = None
         self._pid = 0
 
-    def __call__(self, layer_id: str) -> dict[bytes, tuple[tuple[int, int, int, int, int], str, Xattrs]]:
-        """path -> ((dev, inode, size, mtime_ns, ctime_ns), blake3, xattrs) for the layer's hashed files.
+    def __call__(
+        self, layer_id: str
+    ) -> dict[bytes, tuple[tuple[int, int, int, int, int], str, Xattrs, bytes | None]]:
+        """path -> ((dev, inode, size, mtime_ns, ctime_ns), blake3, xattrs, head) for its hashed files.
 
         The key is ``forensics.capture.hash.reuse_key``'s, in its order. A file
         without a hash or a device number (it could not be read) is left out.
@@ -206,7 +208,12 @@ class ReuseFiles:
                 continue
             raw = path_from_text(path) if "\\" in path else path.encode("utf-8", "surrogateescape")
             xattrs = row[_XATTRS_FIELD]
-            out[raw] = ((dev, inode, size, mtime, ctime), digest, _xattrs(xattrs) if xattrs else ())
+            out[raw] = (
+                (dev, inode, size, mtime, ctime),
+                digest,
+                _xattrs(xattrs) if xattrs else (),
+                row[_HEAD_FIELD],
+            )
         return out
 
 
@@ -215,6 +222,7 @@ _REUSE_FIELDS = tuple(
     for c in ("path", "kind", "dev", "inode", "size", "mtime_ns", "ctime_ns", "blake3")
 )
 _XATTRS_FIELD = ENTRY_DIGEST_COLUMNS.index("xattrs")
+_HEAD_FIELD = ENTRY_DIGEST_COLUMNS.index("head")
 
 
 def _read_only_uri(path: str) -> str:
@@ -563,7 +571,7 @@ class Snapshot:
             rows = self.conn.execute(
                 "SELECT CAST(path AS BLOB), kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode,"
                 " nlink, rdev_major, rdev_minor, CAST(target AS BLOB), xattrs, blake3, link_group, dev,"
-                " hash_reused FROM entries WHERE layer_id = ?" + where,
+                " hash_reused, head FROM entries WHERE layer_id = ?" + where,
                 (layer_id, *params),
             ).fetchall()
         except sqlite3.DatabaseError as exc:
@@ -573,7 +581,7 @@ class Snapshot:
         append = out.append
         for row in rows:
             # Columns 2-12 (mode .. rdev minor) go to Entry as they are, in the same order.
-            path, kind, target, xattrs, digest, group, dev, reused = (*row[:2], *row[13:])
+            path, kind, target, xattrs, digest, group, dev, reused, head = (*row[:2], *row[13:])
             # CAST gives the UTF-8 bytes of the text form: the raw bytes unless it holds an escape.
             if b"\\" in path:
                 path = path_from_text(path.decode())
@@ -592,6 +600,7 @@ class Snapshot:
                     group,
                     dev,
                     reused == 1,
+                    head,
                 )
             )
         return out

@@ -166,6 +166,12 @@ ENTRIES = Table(
         Column("xattrs", str, "JSON object {name: hex value}, NULL when none"),
         Column("blake3", str, "BLAKE3-256 of a regular file's content, lowercase hex"),
         Column(
+            "head",
+            bytes,
+            "a regular file's first 16 bytes (fewer if it is shorter), read with the content: its magic "
+            "(`7f454c46` ELF, `2321` #!); NULL when the content was not read",
+        ),
+        Column(
             "hash_reused",
             int,
             "1 when `blake3` and `xattrs` were copied from the baseline snapshot of `o2f collect --reuse` "

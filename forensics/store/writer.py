@@ -113,6 +113,7 @@ def entry_encoder(flags: EntryFlags) -> Callable[[Entry], tuple]:  # type: ignor
             None if target is None else _t(target),
             _xattrs_json(entry) if entry.xattrs else None,
             entry.blake3,
+            entry.head,
             1 if entry.hash_reused else 0,
             entry.link_group,
             whiteout,

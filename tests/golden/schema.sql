@@ -49,6 +49,7 @@ CREATE TABLE "entries" (
    "target" TEXT,
    "xattrs" TEXT,
    "blake3" TEXT,
+   "head" BLOB,
    "hash_reused" INTEGER NOT NULL,
    "link_group" INTEGER,
    "whiteout" INTEGER NOT NULL,
