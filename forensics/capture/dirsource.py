@@ -328,8 +328,10 @@ class _LayerWalker:
         root_seen: str | None = None
         before = hasher.bytes_read
 
+        store = encode if encode is not None else _as_is
+
         def add(entry: Entry) -> None:
-            records.append(entry if encode is None else encode(entry))
+            records.append(store(entry))
 
         def error(inner: bytes, operation: str, message: str, errno: int | None) -> None:
             errors.append(CaptureError(_rel(unit, inner), operation, message, errno, layer_id))
@@ -356,7 +358,7 @@ class _LayerWalker:
                     if dirent.is_file(follow_symlinks=False):
                         entry = self._file(dir_fd, name, inner, known, unit, errors)
                         if entry is not None:
-                            add(entry)
+                            records.append(store(entry))
                     elif dirent.is_dir(follow_symlinks=False):
                         entered = self._dir(dir_fd, name, inner, unit, errors, add)
                         if entered is not None:
@@ -895,6 +897,10 @@ def _entry(
         st.st_mtime_ns, st.st_atime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink, major, minor, target,
         xattrs, digest, group, st.st_dev, reused, head,
     )  # fmt: skip
+
+
+def _as_is(entry: Entry) -> Entry:
+    return entry
 
 
 def _list(dir_fd: int) -> list[bytes]:

@@ -56,7 +56,7 @@ class FdHasher:
         if size_hint <= SMALL_FILE_LIMIT:
             count = os.readv(fd, [view])
             hasher = blake3(view[:count])
-            head = bytes(view[: min(count, HEAD_SIZE)])
+            head = bytes(view[: count if count < HEAD_SIZE else HEAD_SIZE])
             if count <= size_hint:
                 self.bytes_read += count
                 return hasher.hexdigest(), head
@@ -85,7 +85,7 @@ class FdHasher:
             if not count:
                 return hasher.hexdigest(), head if head is not None else b""
             if head is None:
-                head = bytes(view[: min(count, HEAD_SIZE)])
+                head = bytes(view[: count if count < HEAD_SIZE else HEAD_SIZE])
             elif len(head) < HEAD_SIZE:
                 head = (head + bytes(view[:count]))[:HEAD_SIZE]
             hasher.update(view[:count])
