@@ -35,7 +35,6 @@ from forensics.model import (
     Change,
     Container,
     Entry,
-    Kind,
     LayerVerdict,
     MetadataFile,
     Mount,
@@ -103,12 +102,7 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-_NO_FLAGS = (0, 0, None)
-
-
 def _entry_flags(entry: Entry) -> tuple[int, int, str | None]:
-    if not entry.xattrs and entry.kind is not Kind.CHAR:
-        return _NO_FLAGS  # a whiteout is a char device (R1); opaque (R2) and private (R5) need xattrs
     private = rules.private_xattr_names(entry) if entry.xattrs else []
     return (
         int(rules.is_whiteout(entry)),
@@ -228,7 +222,7 @@ def _collect(
 ) -> CollectResult:
     from forensics.capture.engine import Gathered, all_engines
     from forensics.capture.sources import EncodedEntries, Noted, Relink
-    from forensics.store.writer import SnapshotWriter, entry_encoder
+    from forensics.store.writer import EntryEncoder, SnapshotWriter
 
     mounts, mounts_origin = _load_mounts(mounts_file, source)
     options: dict[str, object] = {"mounts": mounts_origin, "force": force, "verify_layers": verify_layers}
@@ -247,7 +241,7 @@ def _collect(
         capabilities=source.capabilities,
     )
     engines = all_engines()
-    encode = entry_encoder(_entry_flags)
+    encode = EntryEncoder(_entry_flags)
     items = source.items(engines, progress, encode)
     # Detection happens on the first item: no snapshot file is created for a source that is not a data root.
     try:

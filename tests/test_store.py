@@ -251,3 +251,30 @@ def test_text_after_a_nul_character_is_covered_by_the_digest(fresh: Path, tmp_pa
         conn.execute("UPDATE images SET config = config || char(0) || '{\"evil\": true}'")
     conn.close()
     assert not api.verify(str(copy)).ok
+
+
+def test_the_encoder_gives_one_row_from_an_entry_or_from_its_values() -> None:
+    """Directory workers pass an entry's values (no Entry built); a tar passes Entries: same rows."""
+    from dataclasses import astuple, fields
+
+    from forensics.api import _entry_flags
+    from forensics.model import Entry, Kind
+    from forensics.store.writer import EntryEncoder
+
+    assert [f.name for f in fields(Entry)][-2:] == ["hash_reused", "head"]  # the positional order
+    entries = [
+        Entry("L", b"/etc/passwd", Kind.FILE, 0o644, 0, 0, 5, 1, 2, 3, 4, 1, blake3="ab", head=b"root:"),
+        Entry("L", b"/gone", Kind.CHAR, 0, 0, 0, 0, 1, rdev_major=0, rdev_minor=0),
+        Entry("L", b"/opaque", Kind.DIR, 0o755, 0, 0, 0, 1, xattrs=(("trusted.overlay.opaque", b"y"),)),
+        Entry("L", b"/m", Kind.FILE, 0o644, 0, 0, 0, 1, xattrs=(("trusted.overlay.origin", b"\x00"),)),
+    ]
+    encoder = EntryEncoder(_entry_flags)
+    rows = [encoder(e) for e in entries]
+    assert rows == [encoder.fields(*astuple(e, tuple_factory=tuple)) for e in entries]
+    flags = [row[-3:] for row in rows]
+    assert flags == [
+        (0, 0, None),
+        (1, 0, None),
+        (0, 1, '["trusted.overlay.opaque"]'),
+        (0, 0, '["trusted.overlay.origin"]'),
+    ]

@@ -57,6 +57,7 @@ from forensics.capture.sources import (
     Action,
     Classifier,
     EncodedEntries,
+    EntryEncoding,
     Item,
     Layout,
     Noted,
@@ -85,9 +86,6 @@ _BATCH_ENTRIES = 2000
 _RESULT_PIPE_SIZE = 1 << 20  # the default maximum of /proc/sys/fs/pipe-max-size
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
 _F_GETPIPE_SZ = getattr(fcntl, "F_GETPIPE_SZ", 1032)
-
-Encode = Callable[[Entry], tuple]  # type: ignore[type-arg]
-"""Turns an Entry into the row the caller stores (the snapshot writer's encoder)."""
 
 
 def open_noatime(name: str | bytes, flags: int, dir_fd: int | None) -> int:
@@ -139,7 +137,7 @@ class DirSource:
         raise NotADataRootError(f"{self.location} is not a container data root ({'; '.join(reasons)}).")
 
     def items(
-        self, layouts: Sequence[Layout], progress: Progress | None = None, encode: Encode | None = None
+        self, layouts: Sequence[Layout], progress: Progress | None = None, encode: EntryEncoding | None = None
     ) -> Iterator[Item]:
         self.layout = self._detect(layouts)
         collection = _Collection(self.root, self.layout.classify, progress, self.threads, self.reuse, encode)
@@ -182,7 +180,7 @@ class _Collection:
         progress: Progress | None,
         threads: int,
         reuse: ReuseLookup | None,
-        encode: Encode | None,
+        encode: EntryEncoding | None,
     ) -> None:
         self.root = root
         self.classify = classify
@@ -307,10 +305,12 @@ _FAILED = object()  # a hardlinked inode whose first name could not be read
 class _LayerWalker:
     """Every entry below one unit, with its hash; what a worker process runs."""
 
-    def __init__(self, root_fd: int, reuse: ReuseLookup | None, encode: Encode | None) -> None:
+    def __init__(self, root_fd: int, reuse: ReuseLookup | None, encode: EntryEncoding | None) -> None:
         self.root_fd = root_fd
         self.reuse = reuse
         self.encode = encode
+        # What each entry becomes: its row (Entry's values in order, no Entry built), or an Entry.
+        self._make: Callable[..., object] = encode.fields if encode is not None else Entry
         self.hasher = FdHasher()
         # (dev, ino) -> (digest, reused, head) of an inode with several names, read once per process.
         self.link_hashes: dict[tuple[int, int], object] = {}
@@ -323,15 +323,11 @@ class _LayerWalker:
             known = self.reuse(layer_id)
         records: list = []  # type: ignore[type-arg]
         errors: list[CaptureError] = []
-        encode = self.encode
         hasher = self.hasher
         root_seen: str | None = None
         before = hasher.bytes_read
 
-        store = encode if encode is not None else _as_is
-
-        def add(entry: Entry) -> None:
-            records.append(store(entry))
+        add = records.append
 
         def error(inner: bytes, operation: str, message: str, errno: int | None) -> None:
             errors.append(CaptureError(_rel(unit, inner), operation, message, errno, layer_id))
@@ -341,11 +337,12 @@ class _LayerWalker:
         except OSError as exc:
             error(unit.inner, "open", _vanished(exc), exc.errno)
             if exc.errno != errno_mod.ENOENT:  # unreadable, not gone: recorded from the walk's lstat
-                add(_entry(layer_id, unit.inner, unit.st, Kind.DIR, ()))
+                add(_entry(self._make, layer_id, unit.inner, unit.st, Kind.DIR, ()))
             yield (index, records, errors, layer_id if records and unit.inner == b"/" else None, 0, True)
             return
         st = os.fstat(fd)
-        add(_entry(layer_id, unit.inner, st, Kind.DIR, self._xattrs_of_fd(fd, unit, unit.inner, errors)))
+        xattrs = self._xattrs_of_fd(fd, unit, unit.inner, errors)
+        add(_entry(self._make, layer_id, unit.inner, st, Kind.DIR, xattrs))
         root_seen = layer_id if unit.inner == b"/" else None
         stack: list[tuple[int, bytes, Iterator[os.DirEntry[str]]]] = []
         try:
@@ -358,7 +355,7 @@ class _LayerWalker:
                     if dirent.is_file(follow_symlinks=False):
                         entry = self._file(dir_fd, name, inner, known, unit, errors)
                         if entry is not None:
-                            records.append(store(entry))
+                            add(entry)
                     elif dirent.is_dir(follow_symlinks=False):
                         entered = self._dir(dir_fd, name, inner, unit, errors, add)
                         if entered is not None:
@@ -371,6 +368,7 @@ class _LayerWalker:
                     if len(records) >= _BATCH_ENTRIES:
                         yield (index, records, errors, root_seen, hasher.bytes_read - before, False)
                         records, errors, root_seen, before = [], [], None, hasher.bytes_read
+                        add = records.append
                 else:
                     stack.pop()
                     os.close(dir_fd)
@@ -424,9 +422,8 @@ class _LayerWalker:
                 errors.append(CaptureError(_rel(unit, inner), "lstat", _vanished(exc), exc.errno, layer_id))
                 return None
             if st.st_mode & _S_IFMT == _S_IFREG and reuse_key(st) == baseline[0]:
-                return _entry(
-                    layer_id, inner, st, Kind.FILE, baseline[2], None, baseline[1], True, baseline[3]
-                )
+                _, digest, xattrs, head = baseline
+                return _entry(self._make, layer_id, inner, st, Kind.FILE, xattrs, None, digest, True, head)
         try:
             fd = os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
         except PermissionError:
@@ -448,7 +445,7 @@ class _LayerWalker:
                 link = (st.st_dev, st.st_ino)
                 done = self.link_hashes.get(link)
                 if done is not None and done is not _FAILED:
-                    return _entry(layer_id, inner, st, Kind.FILE, xattrs, None, *done)  # type: ignore[misc]
+                    return _entry(self._make, layer_id, inner, st, Kind.FILE, xattrs, None, *done)  # type: ignore[misc]
             try:
                 digest, head = self.hasher.hash_fd(fd, st.st_size)
             except OSError as exc:
@@ -457,10 +454,10 @@ class _LayerWalker:
                 )
                 if link is not None:
                     self.link_hashes[link] = _FAILED
-                return _entry(layer_id, inner, st, Kind.FILE, xattrs)
+                return _entry(self._make, layer_id, inner, st, Kind.FILE, xattrs)
             if link is not None:
                 self.link_hashes[link] = (digest, False, head)
-            return _entry(layer_id, inner, st, Kind.FILE, xattrs, None, digest, False, head)
+            return _entry(self._make, layer_id, inner, st, Kind.FILE, xattrs, None, digest, False, head)
         finally:
             if fd >= 0:
                 os.close(fd)
@@ -485,7 +482,7 @@ class _LayerWalker:
         if kind is None:
             return None
         xattrs = self._xattrs_by_path(dir_fd, name, unit, inner, errors)
-        return _entry(layer_id, inner, st, kind, xattrs)
+        return _entry(self._make, layer_id, inner, st, kind, xattrs)
 
     def _dir(
         self,
@@ -519,7 +516,7 @@ class _LayerWalker:
                 CaptureError(_rel(unit, inner), "lstat", exc.strerror or str(exc), exc.errno, layer_id)
             )
             return None
-        add(_entry(layer_id, inner, st, Kind.DIR, xattrs))
+        add(_entry(self._make, layer_id, inner, st, Kind.DIR, xattrs))
         return fd
 
     def _other(
@@ -550,7 +547,7 @@ class _LayerWalker:
                     _rel(unit, inner), "lstat", "replaced by another file during collection", None, layer_id
                 )
             )
-            return _entry(layer_id, inner, st, kind, ())
+            return _entry(self._make, layer_id, inner, st, kind, ())
         target = None
         if kind is Kind.SYMLINK:
             try:
@@ -560,7 +557,7 @@ class _LayerWalker:
                     CaptureError(_rel(unit, inner), "readlink", _vanished(exc), exc.errno, layer_id)
                 )
         xattrs = self._xattrs_by_path(dir_fd, name, unit, inner, errors)
-        return _entry(layer_id, inner, st, kind, xattrs, target)
+        return _entry(self._make, layer_id, inner, st, kind, xattrs, target)
 
     def single(
         self, dir_fd: int, name: bytes, rel: bytes, st: os.stat_result, kind: Kind, visit: Visit
@@ -574,7 +571,7 @@ class _LayerWalker:
             entry = self._other(dir_fd, name, visit.inner_path, unit, errors)
         yield from errors
         if entry is not None:
-            yield entry if self.encode is None else EncodedEntries([self.encode(entry)], None)
+            yield entry if self.encode is None else EncodedEntries([entry], None)  # type: ignore[list-item]
 
     @staticmethod
     def _xattrs_of_fd(
@@ -874,6 +871,7 @@ def _read_metadata(
 
 
 def _entry(
+    make: Callable[..., object],
     layer_id: str,
     inner: bytes,
     st: os.stat_result,
@@ -883,7 +881,8 @@ def _entry(
     digest: str | None = None,
     reused: bool = False,
     head: bytes | None = None,
-) -> Entry:
+) -> object:
+    """*make* (Entry, or an encoder's ``fields``) of an entry's values as the walk read them."""
     if kind is Kind.CHAR or kind is Kind.BLOCK:
         major: int | None = os.major(st.st_rdev)
         minor: int | None = os.minor(st.st_rdev)
@@ -892,15 +891,11 @@ def _entry(
     # Every name of a regular file with several names shares a link group.
     group = link_group_of(st.st_dev, st.st_ino) if st.st_nlink > 1 and kind is Kind.FILE else None
     # Positional, in Entry's field order (half the cost of keywords; test_model pins the order).
-    return Entry(
+    return make(
         layer_id, inner, kind, st.st_mode & 0o7777, st.st_uid, st.st_gid, st.st_size,
         st.st_mtime_ns, st.st_atime_ns, st.st_ctime_ns, st.st_ino, st.st_nlink, major, minor, target,
         xattrs, digest, group, st.st_dev, reused, head,
     )  # fmt: skip
-
-
-def _as_is(entry: Entry) -> Entry:
-    return entry
 
 
 def _list(dir_fd: int) -> list[bytes]:

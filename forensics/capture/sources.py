@@ -79,6 +79,18 @@ class Relink:
     link_group: int
 
 
+class EntryEncoding(Protocol):
+    """How the caller stores entries (the snapshot writer's encoder): a row per entry."""
+
+    def __call__(self, entry: Entry) -> tuple:  # type: ignore[type-arg]
+        """The row of an Entry."""
+        ...
+
+    def fields(self, *values: object) -> tuple:  # type: ignore[type-arg]
+        """The row of an entry given as Entry's values, positionally in its field order (no Entry built)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class EncodedEntries:
     """Entries of one layer, in walk order, already turned into stored rows by the caller's ``encode``.
@@ -126,12 +138,12 @@ class Source(Protocol):
         self,
         layouts: Sequence[Layout],
         progress: Progress | None = None,
-        encode: Callable[[Entry], tuple] | None = None,  # type: ignore[type-arg]
+        encode: EntryEncoding | None = None,
     ) -> Iterator[Item]:
         """Every path the chosen layout does not skip, as records.
 
         With *encode*, a source may yield :class:`EncodedEntries` (rows made
-        by *encode*) instead of :class:`Entry` items.
+        with *encode*) instead of :class:`Entry` items.
 
         The first layout that recognises the source is used (raises
         NotADataRootError when none does). Hardlinked regular files share a

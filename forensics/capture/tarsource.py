@@ -16,13 +16,23 @@ import lzma
 import re
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import unquote
 
 from forensics.capture.hash import hash_stream
-from forensics.capture.sources import READ_LIMIT, Action, Item, Layout, Noted, Progress, Relink, Visit
+from forensics.capture.sources import (
+    READ_LIMIT,
+    Action,
+    EntryEncoding,
+    Item,
+    Layout,
+    Noted,
+    Progress,
+    Relink,
+    Visit,
+)
 from forensics.errors import NotADataRootError, SourceError
 from forensics.model import CaptureError, Entry, Kind, MetadataFile, Xattrs, display_path
 
@@ -116,7 +126,7 @@ class TarSource:
         self,
         layouts: Sequence[Layout],
         progress: Progress | None = None,
-        encode: Callable[[Entry], tuple] | None = None,  # type: ignore[type-arg]
+        encode: EntryEncoding | None = None,
     ) -> Iterator[Item]:
         # Entry items as they are (a tar is read by one process): *encode* is not needed.
         reader = _Reader(self, layouts, progress)

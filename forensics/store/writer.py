@@ -7,6 +7,7 @@ and the records digest are written last.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sqlite3
@@ -19,12 +20,14 @@ from forensics.model import (
     Entry,
     Image,
     ImageLayer,
+    Kind,
     Layer,
     LayerCheck,
     LayerFinding,
     MetadataFile,
     Mount,
     Provenance,
+    Xattrs,
     clean_text,
     xattr_name_to_text,
 )
@@ -80,48 +83,98 @@ def _xattrs_json(entry: Entry) -> str | None:
     return json.dumps({xattr_name_to_text(name): value.hex() for name, value in entry.xattrs}, sort_keys=True)
 
 
-def entry_encoder(flags: EntryFlags) -> Callable[[Entry], tuple]:  # type: ignore[type-arg]
-    """The function that turns an Entry into its entries row (the columns after ``id``).
+class EntryEncoder:
+    """Turns entries into entries rows (the columns after ``id``): the hot path of a capture.
 
-    The hot path of a capture, one call per entry; a directory source calls it
-    in its worker processes, so it must need nothing but its arguments.
+    ``encoder(entry)`` takes an Entry; ``encoder.fields(...)`` takes the same values
+    positionally, in Entry's field order, so that a directory source's worker processes
+    build no Entry at all. It needs nothing but its arguments: it runs in forked processes.
+
+    *flags* is asked only about entries that have xattrs or are character devices: every
+    overlay marker is one of those (a whiteout is a char device, R1; opaque and private
+    are xattrs, R2 and R5), and every other entry has none.
     """
-    layer_texts: dict[str, str] = {}
 
-    def encode(entry: Entry) -> tuple:  # type: ignore[type-arg]
-        layer = layer_texts.get(entry.layer_id)
+    __slots__ = ("_flags", "_layers")
+
+    def __init__(self, flags: EntryFlags) -> None:
+        self._flags = flags
+        self._layers: dict[str, str] = {}
+
+    def __call__(self, entry: Entry) -> tuple:  # type: ignore[type-arg]
+        return self.fields(*_entry_fields(entry))
+
+    def fields(
+        self,
+        layer_id: str,
+        path: bytes,
+        kind: Kind,
+        mode: int,
+        uid: int,
+        gid: int,
+        size: int | None,
+        mtime_ns: int | None,
+        atime_ns: int | None = None,
+        ctime_ns: int | None = None,
+        inode: int | None = None,
+        nlink: int | None = None,
+        rdev_major: int | None = None,
+        rdev_minor: int | None = None,
+        target: bytes | None = None,
+        xattrs: Xattrs = (),
+        blake3: str | None = None,
+        link_group: int | None = None,
+        dev: int | None = None,
+        hash_reused: bool = False,
+        head: bytes | None = None,
+    ) -> tuple:  # type: ignore[type-arg]
+        layer = self._layers.get(layer_id)
         if layer is None:
-            layer = layer_texts[entry.layer_id] = clean_text(entry.layer_id)
-        whiteout, opaque, private = flags(entry)
-        target = entry.target
+            layer = self._layers[layer_id] = clean_text(layer_id)
+        if xattrs or kind is Kind.CHAR:
+            entry = Entry(
+                layer_id, path, kind, mode, uid, gid, size, mtime_ns, atime_ns, ctime_ns, inode, nlink,
+                rdev_major, rdev_minor, target, xattrs, blake3, link_group, dev, hash_reused, head,
+            )  # fmt: skip
+            whiteout, opaque, private = self._flags(entry)
+            xattrs_text = _xattrs_json(entry) if xattrs else None
+        else:
+            whiteout = opaque = 0
+            private = xattrs_text = None
         return (
             layer,
-            _t(entry.path),
-            entry.kind._value_,  # the plain str: a str subclass (the enum) takes sqlite3's slow path
-            entry.mode,
-            entry.uid,
-            entry.gid,
-            entry.size,
-            entry.atime_ns,
-            entry.mtime_ns,
-            entry.ctime_ns,
-            entry.inode,
-            entry.dev,
-            entry.nlink,
-            entry.rdev_major,
-            entry.rdev_minor,
+            _t(path),
+            kind._value_,  # the plain str: a str subclass (the enum) takes sqlite3's slow path
+            mode,
+            uid,
+            gid,
+            size,
+            atime_ns,
+            mtime_ns,
+            ctime_ns,
+            inode,
+            dev,
+            nlink,
+            rdev_major,
+            rdev_minor,
             None if target is None else _t(target),
-            _xattrs_json(entry) if entry.xattrs else None,
-            entry.blake3,
-            entry.head,
-            1 if entry.hash_reused else 0,
-            entry.link_group,
+            xattrs_text,
+            blake3,
+            head,
+            1 if hash_reused else 0,
+            link_group,
             whiteout,
             opaque,
             private,
         )
 
-    return encode
+
+def _entry_fields(entry: Entry) -> tuple:  # type: ignore[type-arg]
+    """An Entry's values in its field order (what EntryEncoder.fields takes)."""
+    return tuple(getattr(entry, name) for name in _ENTRY_FIELDS)
+
+
+_ENTRY_FIELDS = tuple(f.name for f in dataclasses.fields(Entry))
 
 
 class SnapshotWriter:
@@ -132,7 +185,7 @@ class SnapshotWriter:
         path: str,
         *,
         force: bool = False,
-        encode: Callable[[Entry], tuple],  # type: ignore[type-arg]
+        encode: EntryEncoder,
         new_hasher: Callable[[], Hasher],
     ) -> None:
         self.path = path
@@ -153,7 +206,7 @@ class SnapshotWriter:
         self.conn.execute("PRAGMA synchronous = OFF")
         self.conn.execute(f"PRAGMA application_id = {0x6F326673}")  # 'o2fs'
         self.conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION}")
-        self.encode = encode  # entry_encoder(...)
+        self.encode = encode
         self.new_hasher = new_hasher
         self._digests = EntryDigests(new_hasher)
         self._dirty_layers: set[str] = set()  # rows changed after their digest was taken (relinks)
