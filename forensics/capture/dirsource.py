@@ -17,11 +17,11 @@ How the work is split (``benchmarks/collect.py`` measures it):
 * Forked worker processes (``threads``, two on a two-core machine) take units
   from a shared queue, largest first, and do every per-entry step of a unit
   themselves: list, ``fstat``/``lstat``, xattrs, link targets, hashing, and
-  turning each :class:`Entry` into the snapshot's row (the ``encode`` function
-  the caller passes). They send rows back in batches through a pipe; the
-  calling process only writes them. Processes, not threads: per-entry Python
-  work holds the GIL.
-* One layer is walked by one process, depth first, names in byte order, so
+  making each entry's row from its values with the encoder the caller passes
+  (no :class:`Entry` is built). They send rows back in batches through a pipe;
+  the calling process only writes them. Processes, not threads: per-entry
+  Python work holds the GIL.
+* One layer is walked by one process, depth first, names sorted, so
   a layer's rows arrive in walk order (its row ids follow it) whatever the
   timing. With ``threads=1``, or when no process can be forked, the calling
   process walks the units itself.
@@ -405,7 +405,7 @@ class _LayerWalker:
         known: Mapping[bytes, tuple[ReuseKey, str, Xattrs, bytes | None]],
         unit: _Unit,
         errors: list[CaptureError],
-    ) -> Entry | None:
+    ) -> object:
         """A name listed as a regular file: opened, fstat-ed, hashed; or its baseline's hash taken.
 
         With a baseline (``--reuse``), the file is first ``lstat``-ed: if its reuse key is unchanged,
@@ -470,7 +470,7 @@ class _LayerWalker:
         unit: _Unit,
         errors: list[CaptureError],
         exc: OSError,
-    ) -> Entry | None:
+    ) -> object:
         """A file that could not be opened: its error, and its entry from lstat when it is still there."""
         layer_id = unit.layer_id
         errors.append(CaptureError(_rel(unit, inner), "open", _vanished(exc), exc.errno, layer_id))
@@ -491,7 +491,7 @@ class _LayerWalker:
         inner: bytes,
         unit: _Unit,
         errors: list[CaptureError],
-        add: Callable[[Entry], None],
+        add: Callable[[object], None],
     ) -> int | None:
         """A name listed as a directory: its entry, and its descriptor to descend (None: not descended)."""
         layer_id = unit.layer_id
@@ -521,7 +521,7 @@ class _LayerWalker:
 
     def _other(
         self, dir_fd: int, name: bytes, inner: bytes, unit: _Unit, errors: list[CaptureError]
-    ) -> Entry | None:
+    ) -> object:
         """Anything else (symlink, device, FIFO, socket): lstat-ed and recorded, never opened."""
         layer_id = unit.layer_id
         try:
