@@ -13,6 +13,9 @@ a. ``o2f collect TREE -o X --force --quiet`` (a subprocess)
 b. ``python naive_collect.py TREE DB`` (the naive reference of the shared bench folder)
 c. ``find TREE -type f -print0 | xargs -0 -P2 -n 1000 b3sum > /dev/null`` (the floor: every byte
    read and hashed on both cores), skipped with a note when b3sum is not installed
+d. as root, ``o2f collect`` of the same tree bind-mounted read-only (``o2f-ro``), as evidence is
+   mounted: there nothing can be swapped between a listing and an open, so o2f opens listed files
+   directly instead of through an ``O_PATH`` descriptor (``--no-ro`` leaves it out)
 
 (and, with ``--baseline CMD``, another o2f, e.g. ``"env PYTHONPATH=/old/checkout python -m
 forensics"`` run from outside the repository) and prints per tool the median wall time
@@ -33,6 +36,7 @@ at scale 10) are printed beside them for reference.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,6 +183,39 @@ def bench_scale(args: argparse.Namespace, scale: float, generated: list[Path], b
         tools.append(
             Tool("b3sum", [f"find {quoted} -type f -print0 | xargs -0 -P2 -n 1000 {b3sum} > /dev/null"], True)
         )
+    with read_only_view(args, tree) as view:
+        if view is not None:
+            # The same tree mounted read-only, as evidence is: nothing can be swapped there, so o2f
+            # opens listed files directly instead of through an O_PATH descriptor (docs/evidence.md).
+            ro_db = args.workdir / f"o2f-ro-s{scale:g}.db"
+            command = [*o2f_command(args), "collect", str(view), "-o", str(ro_db), "--force", "--quiet"]
+            tools.insert(1, Tool("o2f-ro", command))
+        return _time_tools(args, scale, tree, tools, o2f_db)
+
+
+@contextlib.contextmanager
+def read_only_view(args: argparse.Namespace, tree: Path) -> Iterator[Path | None]:
+    """*tree* bind-mounted read-only (root only; None elsewhere, and that column is left out)."""
+    if os.geteuid() != 0 or args.no_ro:
+        yield None
+        return
+    view = args.workdir / f"{tree.name}.ro"
+    view.mkdir(exist_ok=True)
+    try:
+        subprocess.run(["mount", "--bind", str(tree), str(view)], check=True)
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], check=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"  note: no read-only view of {tree} ({exc})")
+        subprocess.run(["umount", str(view)], check=False, capture_output=True)
+        yield None
+        return
+    try:
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=False)
+
+
+def _time_tools(args: argparse.Namespace, scale: float, tree: Path, tools: list[Tool], o2f_db: Path) -> dict:
     print(f"  load average before: {loadavg()}")
     print("  warm-up:", " ".join(t.name for t in tools), flush=True)
     for tool in tools:
@@ -208,6 +246,12 @@ def bench_scale(args: argparse.Namespace, scale: float, generated: list[Path], b
         print(f"  o2f/b3sum  {ratio_b3sum:.2f}x   (target <= {TARGET_B3SUM}x at scale 5)")
     else:
         print("  o2f/b3sum  n/a (b3sum not installed)")
+    if "o2f-ro" in by_name:
+        ro = by_name["o2f-ro"].median()
+        print(f"  read-only mount: o2f/naive {ro / by_name['naive'].median():.2f}x", end="")
+        if "b3sum" in by_name:
+            print(f", o2f/b3sum {ro / by_name['b3sum'].median():.2f}x", end="")
+        print()
     bytes_read = info.get("bytes_read")
     entries = info.get("entries")
     if bytes_read is not None:
@@ -237,7 +281,10 @@ def bench_scale(args: argparse.Namespace, scale: float, generated: list[Path], b
         print(f"  o2f/baseline {ratio:.2f}x   (baseline: {args.baseline})")
         result["o2f_over_baseline"] = ratio
     if not args.keep:
-        for path in (o2f_db, naive_db, baseline_db):
+        for path in (
+            o2f_db,
+            *(args.workdir / f"{name}-s{scale:g}.db" for name in ("naive", "o2f-baseline", "o2f-ro")),
+        ):
             path.unlink(missing_ok=True)
     return result
 
@@ -274,6 +321,9 @@ def main() -> None:
     parser.add_argument(
         "--baseline",
         help="another o2f command line to time alongside as 'baseline' (an older checkout)",
+    )
+    parser.add_argument(
+        "--no-ro", action="store_true", help="leave out the o2f run on a read-only bind mount of the tree"
     )
     parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     args = parser.parse_args()

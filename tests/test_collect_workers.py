@@ -14,6 +14,10 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
+import stat
+import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -180,3 +184,71 @@ def test_rows_cut_into_many_batches_are_the_same_rows(
         cut = api.collect(str(tree), str(tmp_path / f"cut-{threads}.o2f"), threads=threads)
         assert _digests(cut.path) == _digests(whole.path), threads
         assert api.info(cut.path).counts["entries"] == api.info(whole.path).counts["entries"] > 150
+
+
+# -- a name swapped between the listing and the open ------------------------------------------------
+
+
+def _blocked_writer(fifo: Path) -> threading.Thread:
+    """A thread blocked in open(O_WRONLY) on *fifo* until some reader opens it."""
+    thread = threading.Thread(target=lambda: os.close(os.open(fifo, os.O_WRONLY)), daemon=True)
+    thread.start()
+    time.sleep(0.1)
+    assert thread.is_alive()
+    return thread
+
+
+def test_a_fifo_swapped_in_for_a_listed_file_is_never_opened(tmp_path: Path) -> None:
+    """Off a read-only mount a listed file is opened with O_PATH first: a FIFO in its place is not opened.
+
+    The control (the path for read-only mounts, where nothing can be swapped) does open it, which
+    releases the blocked writer: the check can tell the difference.
+    """
+    fifo = tmp_path / "was-a-file"
+    os.mkfifo(fifo)
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        writer = _blocked_writer(fifo)
+        fd, st = dirsource._open_listed_file(dir_fd, b"was-a-file", fixed=False)
+        writer.join(0.3)
+        assert fd == -1 and stat.S_ISFIFO(st.st_mode)
+        assert writer.is_alive()  # nobody opened the FIFO for reading
+        fd, st = dirsource._open_listed_file(dir_fd, b"was-a-file", fixed=True)  # the control
+        writer.join(2)
+        assert fd == -1 and stat.S_ISFIFO(st.st_mode) and not writer.is_alive()
+    finally:
+        os.close(dir_fd)
+
+
+def test_a_listed_file_is_read_through_its_o_path_descriptor(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"#!/bin/sh\n")
+    dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for fixed in (False, True):
+            fd, st = dirsource._open_listed_file(dir_fd, b"f", fixed=fixed)
+            try:
+                assert os.read(fd, 100) == b"#!/bin/sh\n" and st.st_ino == os.fstat(fd).st_ino
+            finally:
+                os.close(fd)
+    finally:
+        os.close(dir_fd)
+
+
+def test_a_read_only_mount_is_walked_the_same(tree: Path, tmp_path: Path) -> None:
+    """Evidence mounted read-only takes the plain open (nothing can be swapped): the same rows."""
+    api.collect(str(tree), str(tmp_path / "warm.o2f"))  # symlink atimes move once, on the first readlink
+    writable = api.collect(str(tree), str(tmp_path / "rw.o2f"), threads=2)
+    mount = tmp_path / "ro"
+    mount.mkdir()
+    subprocess.run(["mount", "--bind", str(tree), str(mount)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
+        fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            assert dirsource._on_read_only_mount(fd)
+        finally:
+            os.close(fd)
+        read_only = api.collect(str(mount), str(tmp_path / "ro.o2f"), threads=2)
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)
+    assert _digests(read_only.path) == _digests(writable.path)

@@ -73,6 +73,10 @@ _O_NOATIME = getattr(os, "O_NOATIME", 0)
 _PROC_FD = os.path.isdir(b"/proc/self/fd")
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_PATH = getattr(os, "O_PATH", 0)
+_PATH_FLAGS = _O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC
+# Through /proc/self/fd/N, a link by design: no O_NOFOLLOW there.
+_REOPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
 _S_IFMT = 0o170000
 _NAME = operator.attrgetter("name")
 _S_IFREG = stat.S_IFREG
@@ -344,22 +348,26 @@ class _LayerWalker:
         xattrs = self._xattrs_of_fd(fd, unit, unit.inner, errors)
         add(_entry(self._make, layer_id, unit.inner, st, Kind.DIR, xattrs))
         root_seen = layer_id if unit.inner == b"/" else None
-        stack: list[tuple[int, bytes, Iterator[os.DirEntry[str]]]] = []
+        # Whether names can be swapped under the walk: asked again only below a mount point.
+        root_dev, root_fixed = st.st_dev, _on_read_only_mount(fd)
+        stack: list[tuple[int, bytes, Iterator[os.DirEntry[str]], bool]] = []
         try:
-            self._push(stack, fd, unit, unit.inner, errors)
+            self._push(stack, fd, unit, unit.inner, errors, root_fixed)
             while stack:
-                dir_fd, prefix, names = stack[-1]
+                dir_fd, prefix, names, fixed = stack[-1]
                 for dirent in names:
                     name = dirent.name.encode(_FS_ENCODING, _FS_ERRORS)
                     inner = prefix + name
                     if dirent.is_file(follow_symlinks=False):
-                        entry = self._file(dir_fd, name, inner, known, unit, errors)
+                        entry = self._file(dir_fd, name, inner, known, unit, errors, fixed)
                         if entry is not None:
                             add(entry)
                     elif dirent.is_dir(follow_symlinks=False):
                         entered = self._dir(dir_fd, name, inner, unit, errors, add)
                         if entered is not None:
-                            self._push(stack, entered, unit, inner, errors)
+                            child, dev = entered
+                            below = root_fixed if dev == root_dev else _on_read_only_mount(child)
+                            self._push(stack, child, unit, inner, errors, below)
                             break
                     else:
                         entry = self._other(dir_fd, name, inner, unit, errors)
@@ -373,17 +381,18 @@ class _LayerWalker:
                     stack.pop()
                     os.close(dir_fd)
         finally:
-            for dir_fd, _, _ in stack:
+            for dir_fd, *_ in stack:
                 os.close(dir_fd)
         yield (index, records, errors, root_seen, hasher.bytes_read - before, True)
 
     def _push(
         self,
-        stack: list[tuple[int, bytes, Iterator[os.DirEntry[str]]]],
+        stack: list[tuple[int, bytes, Iterator[os.DirEntry[str]], bool]],
         fd: int,
         unit: _Unit,
         inner: bytes,
         errors: list[CaptureError],
+        fixed: bool,
     ) -> None:
         try:
             with os.scandir(fd) as listing:
@@ -395,7 +404,7 @@ class _LayerWalker:
             )
             os.close(fd)
             return
-        stack.append((fd, inner if inner.endswith(b"/") else inner + b"/", iter(names)))
+        stack.append((fd, inner if inner.endswith(b"/") else inner + b"/", iter(names), fixed))
 
     def _file(
         self,
@@ -405,8 +414,12 @@ class _LayerWalker:
         known: Mapping[bytes, tuple[ReuseKey, str, Xattrs, bytes | None]],
         unit: _Unit,
         errors: list[CaptureError],
+        fixed: bool = True,
     ) -> object:
         """A name listed as a regular file: opened, fstat-ed, hashed; or its baseline's hash taken.
+
+        *fixed*: its directory is on a read-only mount, where no name can be swapped between the
+        listing and the open (see :func:`_open_listed_file`).
 
         With a baseline (``--reuse``), the file is first ``lstat``-ed: if its reuse key is unchanged,
         it is not opened at all and its hash and xattrs are the baseline's. The ctime in the key is
@@ -425,20 +438,12 @@ class _LayerWalker:
                 _, digest, xattrs, head = baseline
                 return _entry(self._make, layer_id, inner, st, Kind.FILE, xattrs, None, digest, True, head)
         try:
-            fd = os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
-        except PermissionError:
-            try:
-                fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
-            except OSError as exc:
-                return self._unopened(dir_fd, name, inner, unit, errors, exc)
+            fd, st = _open_listed_file(dir_fd, name, fixed)
         except OSError as exc:
             return self._unopened(dir_fd, name, inner, unit, errors, exc)
+        if fd < 0:  # no regular file now (replaced since it was listed): recorded as what it is
+            return self._other(dir_fd, name, inner, unit, errors)
         try:
-            st = os.fstat(fd)
-            if st.st_mode & _S_IFMT != _S_IFREG:  # replaced since it was listed: record what it is now
-                os.close(fd)
-                fd = -1
-                return self._other(dir_fd, name, inner, unit, errors)
             xattrs = self._xattrs_of_fd(fd, unit, inner, errors)
             link = None
             if st.st_nlink > 1:
@@ -492,8 +497,8 @@ class _LayerWalker:
         unit: _Unit,
         errors: list[CaptureError],
         add: Callable[[object], None],
-    ) -> int | None:
-        """A name listed as a directory: its entry, and its descriptor to descend (None: not descended)."""
+    ) -> tuple[int, int] | None:
+        """A name listed as a directory: its entry, and (its descriptor, its st_dev) to descend, or None."""
         layer_id = unit.layer_id
         try:
             fd = open_noatime(name, _DIR_FLAGS, dir_fd)
@@ -517,7 +522,7 @@ class _LayerWalker:
             )
             return None
         add(_entry(self._make, layer_id, inner, st, Kind.DIR, xattrs))
-        return fd
+        return fd, st.st_dev
 
     def _other(
         self, dir_fd: int, name: bytes, inner: bytes, unit: _Unit, errors: list[CaptureError]
@@ -609,6 +614,46 @@ class _LayerWalker:
             if exc.errno not in (errno_mod.ENOTSUP, errno_mod.EOPNOTSUPP):
                 errors.append(CaptureError(_rel(unit, inner), "xattr", exc.strerror or str(exc), exc.errno))
             return ()
+
+
+def _on_read_only_mount(fd: int) -> bool:
+    """Whether the filesystem holding *fd* is mounted read-only (nothing on it can change)."""
+    try:
+        return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def _open_listed_file(dir_fd: int, name: bytes, fixed: bool) -> tuple[int, os.stat_result]:
+    """A descriptor to read *name*, listed as a regular file, and its fstat; -1 if it is none now.
+
+    On a read-only mount (*fixed*) the name is opened as it is. Anywhere else a process could
+    put a FIFO or a device node in its place after the listing, and opening one has effects (a
+    FIFO's blocked writer goes on, a device's driver runs): the name is first opened with
+    ``O_PATH``, which opens nothing for I/O, and only an inode ``fstat`` shows to be a regular
+    file is opened for reading, through that descriptor (``/proc/self/fd/N``: the same inode,
+    whatever the name is by then). Without /proc or O_PATH the name is opened as it is.
+    """
+    if fixed or not _PROC_FD or not _O_PATH:
+        try:
+            fd = os.open(name, _FILE_FLAGS | _O_NOATIME, dir_fd=dir_fd)
+        except PermissionError:
+            if not _O_NOATIME:
+                raise
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        st = os.fstat(fd)
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            os.close(fd)
+            return -1, st
+        return fd, st
+    path_fd = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
+    try:
+        st = os.fstat(path_fd)
+        if st.st_mode & _S_IFMT != _S_IFREG:
+            return -1, st
+        return open_noatime(b"/proc/self/fd/%d" % path_fd, _REOPEN_FLAGS, None), st
+    finally:
+        os.close(path_fd)
 
 
 def _rel(unit: _Unit, inner: bytes) -> bytes:
