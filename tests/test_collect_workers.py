@@ -209,11 +209,11 @@ def test_a_fifo_swapped_in_for_a_listed_file_is_never_opened(tmp_path: Path) -> 
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         writer = _blocked_writer(fifo)
-        fd, st = dirsource._open_listed_file(dir_fd, b"was-a-file", fixed=False)
+        fd, st = dirsource.open_listed_file(dir_fd, b"was-a-file", fixed=False)
         writer.join(0.3)
         assert fd == -1 and stat.S_ISFIFO(st.st_mode)
         assert writer.is_alive()  # nobody opened the FIFO for reading
-        fd, st = dirsource._open_listed_file(dir_fd, b"was-a-file", fixed=True)  # the control
+        fd, st = dirsource.open_listed_file(dir_fd, b"was-a-file", fixed=True)  # the control
         writer.join(2)
         assert fd == -1 and stat.S_ISFIFO(st.st_mode) and not writer.is_alive()
     finally:
@@ -225,7 +225,7 @@ def test_a_listed_file_is_read_through_its_o_path_descriptor(tmp_path: Path) -> 
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         for fixed in (False, True):
-            fd, st = dirsource._open_listed_file(dir_fd, b"f", fixed=fixed)
+            fd, st = dirsource.open_listed_file(dir_fd, b"f", fixed=fixed)
             try:
                 assert os.read(fd, 100) == b"#!/bin/sh\n" and st.st_ino == os.fstat(fd).st_ino
             finally:
@@ -245,7 +245,7 @@ def test_a_read_only_mount_is_walked_the_same(tree: Path, tmp_path: Path) -> Non
         subprocess.run(["mount", "-o", "remount,bind,ro", str(mount)], check=True)
         fd = os.open(mount, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            assert dirsource._on_read_only_mount(fd)
+            assert dirsource.on_read_only_mount(fd)
         finally:
             os.close(fd)
         read_only = api.collect(str(mount), str(tmp_path / "ro.o2f"), threads=2)

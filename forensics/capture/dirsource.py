@@ -349,7 +349,7 @@ class _LayerWalker:
         add(_entry(self._make, layer_id, unit.inner, st, Kind.DIR, xattrs))
         root_seen = layer_id if unit.inner == b"/" else None
         # Whether names can be swapped under the walk: asked again only below a mount point.
-        root_dev, root_fixed = st.st_dev, _on_read_only_mount(fd)
+        root_dev, root_fixed = st.st_dev, on_read_only_mount(fd)
         stack: list[tuple[int, bytes, Iterator[os.DirEntry[str]], bool]] = []
         try:
             self._push(stack, fd, unit, unit.inner, errors, root_fixed)
@@ -366,7 +366,7 @@ class _LayerWalker:
                         entered = self._dir(dir_fd, name, inner, unit, errors, add)
                         if entered is not None:
                             child, dev = entered
-                            below = root_fixed if dev == root_dev else _on_read_only_mount(child)
+                            below = root_fixed if dev == root_dev else on_read_only_mount(child)
                             self._push(stack, child, unit, inner, errors, below)
                             break
                     else:
@@ -419,7 +419,7 @@ class _LayerWalker:
         """A name listed as a regular file: opened, fstat-ed, hashed; or its baseline's hash taken.
 
         *fixed*: its directory is on a read-only mount, where no name can be swapped between the
-        listing and the open (see :func:`_open_listed_file`).
+        listing and the open (see :func:`open_listed_file`).
 
         With a baseline (``--reuse``), the file is first ``lstat``-ed: if its reuse key is unchanged,
         it is not opened at all and its hash and xattrs are the baseline's. The ctime in the key is
@@ -438,7 +438,7 @@ class _LayerWalker:
                 _, digest, xattrs, head = baseline
                 return _entry(self._make, layer_id, inner, st, Kind.FILE, xattrs, None, digest, True, head)
         try:
-            fd, st = _open_listed_file(dir_fd, name, fixed)
+            fd, st = open_listed_file(dir_fd, name, fixed)
         except OSError as exc:
             return self._unopened(dir_fd, name, inner, unit, errors, exc)
         if fd < 0:  # no regular file now (replaced since it was listed): recorded as what it is
@@ -616,7 +616,7 @@ class _LayerWalker:
             return ()
 
 
-def _on_read_only_mount(fd: int) -> bool:
+def on_read_only_mount(fd: int) -> bool:
     """Whether the filesystem holding *fd* is mounted read-only (nothing on it can change)."""
     try:
         return bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
@@ -624,7 +624,7 @@ def _on_read_only_mount(fd: int) -> bool:
         return False
 
 
-def _open_listed_file(dir_fd: int, name: bytes, fixed: bool) -> tuple[int, os.stat_result]:
+def open_listed_file(dir_fd: int, name: bytes, fixed: bool) -> tuple[int, os.stat_result]:
     """A descriptor to read *name*, listed as a regular file, and its fstat; -1 if it is none now.
 
     On a read-only mount (*fixed*) the name is opened as it is. Anywhere else a process could
@@ -894,13 +894,13 @@ def _read_metadata(
     if st.st_size > READ_LIMIT:
         return CaptureError(rel, "read", f"metadata file larger than {READ_LIMIT} bytes, not kept")
     try:
-        fd = open_noatime(name, _FILE_FLAGS, dir_fd)
+        # Engine metadata is rewritten on a live host: opened as safely as layer files are.
+        fd, fst = open_listed_file(dir_fd, name, fixed=False)
     except OSError as exc:
         return CaptureError(rel, "open", _vanished(exc), exc.errno)
+    if fd < 0:
+        return CaptureError(rel, "open", "replaced by a non-file during collection")
     try:
-        fst = os.fstat(fd)
-        if not stat.S_ISREG(fst.st_mode):
-            return CaptureError(rel, "open", "replaced by a non-file during collection")
         if fst.st_ino != st.st_ino or fst.st_dev != st.st_dev:
             return CaptureError(rel, "open", "replaced by another file during collection")
         chunks = []

@@ -49,13 +49,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from forensics.capture import tarsplit
 from forensics.capture.crc64 import crc64_bytes, crc64_iso
-from forensics.capture.dirsource import open_noatime
+from forensics.capture.dirsource import on_read_only_mount, open_listed_file, open_noatime
 from forensics.model import (
     Entry,
     ImageLayer,
@@ -77,7 +76,6 @@ EntriesOf = Callable[[list[str]], Iterator[tuple[str, list[Entry]]]]
 """(layer ids, sorted) -> each layer's entries as the snapshot holds them, in that order."""
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _WHITEOUT = b".wh."
 _OPAQUE_MARK = b".wh..wh..opq"
@@ -502,6 +500,7 @@ class _DiskContent(_Content):
     def __init__(self, root: bytes) -> None:
         self.root = root
         self.diff_fd: int | None = None
+        self.fixed = False  # the layer is on a read-only mount: names cannot be swapped (dirsource)
         self.stack: list[tuple[bytes, int]] = []  # open directories below diff/, outermost first
         self.buffer = bytearray(_CHUNK)
         self.view = memoryview(self.buffer)
@@ -523,6 +522,7 @@ class _DiskContent(_Content):
             os.close(fd)
             return f"cannot open {path_to_text(layer.diff_path)}: {exc.strerror}"
         self.diff_fd = fd
+        self.fixed = on_read_only_mount(fd)
         return None
 
     def _dir_of(self, parts: list[bytes]) -> int:
@@ -544,14 +544,10 @@ class _DiskContent(_Content):
         parts = path[1:].split(b"/")
         dir_fd = self._dir_of(parts)
         leaf = parts[-1]
-        st = os.stat(leaf, dir_fd=dir_fd, follow_symlinks=False)
-        if not stat.S_ISREG(st.st_mode):
+        fd, st = open_listed_file(dir_fd, leaf, self.fixed)  # never a FIFO or device, even swapped in
+        if fd < 0:
             raise OSError(0, "not a regular file")
-        fd = open_noatime(leaf, _FILE_FLAGS, dir_fd)
         try:
-            fst = os.fstat(fd)
-            if not stat.S_ISREG(fst.st_mode) or (fst.st_dev, fst.st_ino) != (st.st_dev, st.st_ino):
-                raise OSError(0, "replaced by another file during collection")
             view = self.view
             crc = 0
             total = 0
