@@ -414,7 +414,7 @@ class _LayerWalker:
         known: Mapping[bytes, tuple[ReuseKey, str, Xattrs, bytes | None]],
         unit: _Unit,
         errors: list[CaptureError],
-        fixed: bool = True,
+        fixed: bool = False,
     ) -> object:
         """A name listed as a regular file: opened, fstat-ed, hashed; or its baseline's hash taken.
 
