@@ -73,8 +73,9 @@ def _cleaned(value: object) -> object:
     return value
 
 
-def _row(record: dict[str, object]) -> dict[str, object]:
-    return {key: clean_text(value) if isinstance(value, str) else value for key, value in record.items()}
+def _row(record: dict[str, object], columns: list[str]) -> tuple[object, ...]:
+    """A record's values in column order, every text value made storable (clean_text)."""
+    return tuple(clean_text(v) if isinstance(v, str) else v for v in map(record.get, columns))
 
 
 def _xattrs_json(entry: Entry) -> str | None:
@@ -230,7 +231,7 @@ class SnapshotWriter:
         names = ", ".join(f"[{c}]" for c in columns)
         self.conn.executemany(
             f"INSERT INTO [{table}] ({names}) VALUES ({', '.join('?' * len(columns))})",
-            (tuple(_row(r).get(c) for c in columns) for r in records),
+            (_row(r, columns) for r in records),
         )
 
     def _create(self) -> None:
